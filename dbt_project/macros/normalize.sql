@@ -1,0 +1,35 @@
+{#- The canonical key of a product page, shared by reviews and the app's videos table.
+    DMM pages carry their product id as cid=...: every spelling of the page (http/https, with or
+    without www, tracking query strings, trailing slashes, case) has the same cid, so the key is
+    'dmm:' || cid. Pages without a cid fall back to the URL without scheme, www., query, fragment
+    and trailing slashes, lowercased. -#}
+{% macro product_key(url) -%}
+    case
+        when {{ regexp_group('lower(trim(' ~ url ~ '))', 'cid=([a-z0-9_]+)') }} is not null
+            then 'dmm:' || {{ regexp_group('lower(trim(' ~ url ~ '))', 'cid=([a-z0-9_]+)') }}
+        else {{ normalized_url(url) }}
+    end
+{%- endmacro %}
+
+{% macro normalized_url(url) -%}
+    nullif(
+        regexp_replace(
+            regexp_replace(
+                regexp_replace(lower(trim({{ url }})), '^https?://(www\.)?', ''),
+                '[?#].*$', ''
+            ),
+            '/+$', ''
+        ),
+        ''
+    )
+{%- endmacro %}
+
+
+{#- A decimal number from text, or null when the text is not one. The same regular expression
+    decides on both engines, so '4.0', ' 5 ' and '+3' parse while '4,5', '1e1' and 'NaN' do not. -#}
+{% macro parse_decimal(expr) -%}
+    case
+        when {{ regexp_test('trim(' ~ expr ~ ')', '^[+-]?[0-9]{1,9}([.][0-9]{1,9})?$') }}
+            then cast(trim({{ expr }}) as decimal(18, 9))
+    end
+{%- endmacro %}

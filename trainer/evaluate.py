@@ -1,0 +1,117 @@
+"""Full-ranking evaluation, shared by training, baselines and the quality gate.
+
+For each user with at least one valid positive: score every catalog video, mask the user's train
+positives, take the top K. Definitions (libraries differ, so we say exactly):
+  Recall@K    = hits in top K / |user's valid positives|   (valid videos outside the catalog count
+                in the denominator: the model cannot rank them, and that is a real miss)
+  Precision@K = hits in top K / K
+  MAP@K       = sum over hit ranks r of Precision@r / min(|valid|, K)
+  NDCG@K      = sum over hit ranks r of 1/log2(r + 1) / ideal DCG with min(|valid|, K) hits
+  Coverage@K  = distinct videos in anyone's top K / catalog size
+Each is averaged over the evaluated users.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from trainer.data import Csr, Dataset
+
+Scorer = Callable[[np.ndarray], torch.Tensor]  # user indices -> [len(users), n_items] scores
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    metrics: dict[str, float]
+    per_user: dict[str, np.ndarray]  # per evaluated user, for confidence intervals and slices
+    users: np.ndarray
+
+
+def eval_users(data: Dataset) -> np.ndarray:
+    return np.flatnonzero(data.valid_total > 0)
+
+
+def top_k(scorer: Scorer, users: np.ndarray, train: Csr, k: int, batch: int = 1024) -> np.ndarray:
+    """Indices of the k best videos per user, the user's train positives excluded."""
+    out = []
+    for start in range(0, len(users), batch):
+        chunk = users[start : start + batch]
+        scores = scorer(chunk).clone()
+        lengths = train.indptr[chunk + 1] - train.indptr[chunk]
+        rows = np.repeat(np.arange(len(chunk)), lengths)
+        cols = np.concatenate([train.indices[train.indptr[u] : train.indptr[u + 1]] for u in chunk])
+        scores[torch.as_tensor(rows), torch.as_tensor(cols, dtype=torch.long)] = float("-inf")
+        out.append(torch.topk(scores, min(k, scores.shape[1]), dim=1).indices.numpy())
+    return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)
+
+
+def hit_matrix(top: np.ndarray, users: np.ndarray, valid: Csr, n_items: int) -> np.ndarray:
+    """hits[b, r] is True when the r-th recommendation of users[b] is one of its valid items."""
+    valid_users = np.repeat(np.arange(len(valid.indptr) - 1), valid.lengths())
+    valid_keys = np.sort(valid_users * n_items + valid.indices)
+    keys = users[:, None] * n_items + top
+    return np.isin(keys, valid_keys)
+
+
+def ranking_metrics(
+    hits: np.ndarray, n_valid: np.ndarray, ks: tuple[int, ...]
+) -> dict[str, np.ndarray]:
+    """Per-user Recall, Precision, MAP and NDCG at each K from a hit matrix (see module doc)."""
+    per_user: dict[str, np.ndarray] = {}
+    ranks = np.arange(1, hits.shape[1] + 1)
+    discounts = 1.0 / np.log2(ranks + 1)
+    for k in ks:
+        h = hits[:, :k].astype(np.float64)
+        n_hits = h.sum(axis=1)
+        ideal = np.minimum(n_valid, k)
+        precision_at_r = np.cumsum(h, axis=1) / ranks[:k]
+        ideal_dcg = np.cumsum(discounts[:k])[np.maximum(ideal, 1) - 1]
+        per_user[f"recall@{k}"] = n_hits / n_valid
+        per_user[f"precision@{k}"] = n_hits / k
+        per_user[f"map@{k}"] = (precision_at_r * h).sum(axis=1) / np.maximum(ideal, 1)
+        per_user[f"ndcg@{k}"] = (h * discounts[:k]).sum(axis=1) / ideal_dcg
+    return per_user
+
+
+def evaluate(
+    scorer: Scorer, data: Dataset, ks: tuple[int, ...] = (10, 20), users: np.ndarray | None = None
+) -> EvalResult:
+    users = eval_users(data) if users is None else users
+    k_max = max(ks)
+    top = top_k(scorer, users, data.train, k_max)
+    hits = hit_matrix(top, users, data.valid, data.n_items)
+    per_user = ranking_metrics(hits, data.valid_total[users], ks)
+    metrics = {name: float(values.mean()) if len(values) else 0.0 for name, values in per_user.items()}
+    for k in ks:
+        metrics[f"coverage@{k}"] = len(np.unique(top[:, :k])) / data.n_items
+    metrics["users"] = float(len(users))
+    return EvalResult(metrics, per_user, users)
+
+
+# -- scorers --------------------------------------------------------------------------------
+def embedding_scorer(user_vectors: np.ndarray, item_vectors: np.ndarray) -> Scorer:
+    items = torch.as_tensor(item_vectors)
+    users = torch.as_tensor(user_vectors)
+    return lambda chunk: users[torch.as_tensor(chunk)] @ items.T
+
+
+def popularity_scorer(data: Dataset) -> Scorer:
+    counts = torch.as_tensor(data.item_counts(), dtype=torch.float32)
+    return lambda chunk: counts.expand(len(chunk), -1)
+
+
+def random_scorer(data: Dataset, seed: int) -> Scorer:
+    """Seeded per user, so the random baseline is reproducible whatever the batching."""
+
+    def score(chunk: np.ndarray) -> torch.Tensor:
+        rows = []
+        for user in chunk:
+            generator = torch.Generator().manual_seed(seed * 1_000_003 + int(user))
+            rows.append(torch.rand(data.n_items, generator=generator))
+        return torch.stack(rows)
+
+    return score

@@ -1,0 +1,123 @@
+"""The one small interface every engine implements (DuckDB embedded, Postgres in production).
+
+Everything above this layer (loading, training, publishing, recommending) speaks only these
+methods; SQL that differs by engine stays in the backends and in dbt dispatch macros.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from trainer.errors import UserError
+
+DEFAULT_COLUMN_DIM = 256
+
+
+@dataclass(frozen=True)
+class RawLoad:
+    """A parsed CSV ready to replace the raw tables: rows, unparseable lines and provenance."""
+
+    reviews: pa.Table  # line_number, product_url, reviewer_id, stars (all text but line_number)
+    rejects: pa.Table  # line_number, reason, raw_line
+    source_path: str
+    sha256: str
+    data_lines: int
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    video_id: str
+    product_url: str
+    score: float
+
+
+class Warehouse(ABC):
+    """A connection to one target with the operations the pipeline needs."""
+
+    kind: str
+
+    def __init__(self, schema: str) -> None:
+        self.schema = schema
+
+    # -- schema -------------------------------------------------------------------------------
+    @abstractmethod
+    def ensure_app_schema(self, column_dim: int = DEFAULT_COLUMN_DIM) -> None:
+        """Create raw tables and the app's tables if absent (idempotent)."""
+
+    @abstractmethod
+    def embedding_column_dim(self, table: str) -> int:
+        """The dimension of `table`.embedding as declared in the database."""
+
+    # -- data in and out ----------------------------------------------------------------------
+    @abstractmethod
+    def replace_raw(self, load: RawLoad) -> None:
+        """Replace raw.reviews, raw.load_rejects and raw.loads in one transaction."""
+
+    @abstractmethod
+    def read(self, sql: str, params: tuple[Any, ...] = ()) -> pl.DataFrame:
+        """Run a query and return its result as a polars frame (bulk, never row by row)."""
+
+    @abstractmethod
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
+        """Run a statement for its side effect."""
+
+    @abstractmethod
+    def publish_embeddings(
+        self,
+        videos: tuple[list[str], np.ndarray],
+        users: tuple[list[str], np.ndarray],
+        model_version: str,
+    ) -> None:
+        """Replace both embedding tables with one model version's vectors, atomically.
+
+        Vectors narrower than the column are zero-padded (cosine is unchanged); wider is an error.
+        """
+
+    # -- serving ------------------------------------------------------------------------------
+    @abstractmethod
+    def recommend(self, user_id: str, k: int) -> list[Recommendation]:
+        """Top-k videos for a user, excluding what they reviewed; popular ones without a vector."""
+
+    @abstractmethod
+    def similar(self, video_id: str, k: int) -> list[Recommendation]:
+        """The k videos closest to one video."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Warehouse:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- shared helpers -----------------------------------------------------------------------
+    def table_exists(self, name: str) -> bool:
+        schema, _, table = name.rpartition(".")
+        frame = self.read(
+            "select count(*) as n from information_schema.tables "
+            "where table_schema = ? and table_name = ?",
+            (schema or self.schema, table),
+        )
+        return frame["n"][0] > 0
+
+
+def pad_to(matrix: np.ndarray, column_dim: int, table: str) -> np.ndarray:
+    """Zero-pad vectors to the column's dimension; a wider model is a clear error."""
+    dim = matrix.shape[1]
+    if dim > column_dim:
+        raise UserError(
+            f"model embedding dimension {dim} is larger than {table}.embedding's "
+            f"dimension {column_dim}; use --embedding-dim <= {column_dim} or migrate the column"
+        )
+    if dim == column_dim:
+        return np.ascontiguousarray(matrix, dtype=np.float32)
+    padded = np.zeros((matrix.shape[0], column_dim), dtype=np.float32)
+    padded[:, :dim] = matrix
+    return padded
