@@ -83,7 +83,7 @@ def fit(data: Dataset, cfg: TrainConfig, progress: bool = True) -> FitResult:
         model.train()
         order = torch.randperm(n_rows, generator=generator).to(device)
         total = 0.0
-        bar = tqdm(range(steps), desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress,
+        bar = tqdm(range(steps), desc=f"epoch {epoch}/{cfg.epochs}", disable=None if progress else True,
                    leave=False, unit="batch")  # fmt: skip
         for step in bar:
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]

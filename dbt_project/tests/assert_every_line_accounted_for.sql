@@ -9,7 +9,8 @@ counts as (
         (select count(*) from {{ ref('interactions') }}) as interactions,
         (select count(*) from {{ ref('review_rejects') }}) as rejects,
         (
-            select count(*) from {{ ref('review_rejects') }} where stage = 'load'
+            select count(*) from {{ ref('review_rejects') }}
+            where stage = 'load'
         ) as rejects_at_load
 )
 

@@ -3,24 +3,41 @@
 with
 
 train as (
-    select user_id, video_id from {{ ref('interaction_splits') }} where split = 'train'
+    select
+        user_id,
+        video_id
+    from {{ ref('interaction_splits') }}
+    where split = 'train'
 ),
 
 valid as (
-    select user_id, video_id from {{ ref('interaction_splits') }} where split = 'valid'
+    select
+        user_id,
+        video_id
+    from {{ ref('interaction_splits') }}
+    where split = 'valid'
 ),
 
 overlap as (
-    select train.user_id, train.video_id, 'in train and valid' as problem
+    select
+        train.user_id,
+        train.video_id,
+        'in train and valid' as problem
     from train
     inner join valid
         on train.user_id = valid.user_id and train.video_id = valid.video_id
 ),
 
 valid_without_train as (
-    select valid.user_id, valid.video_id, 'valid user without train items' as problem
+    select
+        valid.user_id,
+        valid.video_id,
+        'valid user without train items' as problem
     from valid
-    where not exists (select 1 from train where train.user_id = valid.user_id)
+    where not exists (
+        select 1 from train
+        where train.user_id = valid.user_id
+    )
 )
 
 select * from overlap

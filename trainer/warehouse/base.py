@@ -79,6 +79,10 @@ class Warehouse(ABC):
         Vectors narrower than the column are zero-padded (cosine is unchanged); wider is an error.
         """
 
+    @abstractmethod
+    def record_run(self, run: dict[str, Any]) -> None:
+        """Insert or update the model_runs row of run["model_version"] (dict/list values -> JSON)."""
+
     # -- serving ------------------------------------------------------------------------------
     @abstractmethod
     def recommend(self, user_id: str, k: int) -> list[Recommendation]:

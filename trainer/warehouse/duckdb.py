@@ -48,11 +48,11 @@ class DuckDBWarehouse(Warehouse):
             "select data_type from information_schema.columns "
             "where table_schema = ? and table_name = ? and column_name = 'embedding'",
             [self.schema, table],
-        ).fetchone()
-        if row is None:
+        ).fetchall()
+        if not row:
             raise UserError(f"{table}.embedding does not exist; run the load step first")
         # e.g. FLOAT[256]
-        return int(row[0].rsplit("[", 1)[1].rstrip("]"))
+        return int(row[0][0].rsplit("[", 1)[1].rstrip("]"))
 
     # -- data in and out ----------------------------------------------------------------------
     def replace_raw(self, load: RawLoad) -> None:
@@ -139,7 +139,7 @@ class DuckDBWarehouse(Warehouse):
             "select exists(select 1 from user_embeddings where user_id = ?), "
             "exists(select 1 from interactions where user_id = ?)",
             [user_id, user_id],
-        ).fetchone()
+        ).fetchall()[0]
         if not known[0] and not known[1]:
             raise UserError(f"unknown user id {user_id!r}: no embedding and no reviews")
         if known[0]:

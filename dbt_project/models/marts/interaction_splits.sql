@@ -1,4 +1,4 @@
-{#- Every positive interaction in train or valid, per user about (1 - valid_fraction) / valid_fraction.
+{#- Every positive interaction in train or valid: per user about (1 - f) : f, f = valid_fraction.
     The order within a user comes from md5(seed | user | video), so it is the same on every engine
     and every run. A user with n >= 2 positives gets round(n * valid_fraction) valid items, at least
     one and at most n - 1; a user with one positive stays in train. -#}

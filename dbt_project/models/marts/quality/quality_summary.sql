@@ -1,11 +1,13 @@
 {#- The brief's first checklist item in one place: how many lines, rows, users, videos and
     labels each step produced. One row per metric, so analysts and CI can read it alike. -#}
 
-with
+{%- set quality_metrics = [
+    'file_data_lines', 'raw_rows', 'rejected_lines', 'interactions', 'users', 'videos',
+    'positives', 'train_positives', 'valid_positives', 'users_with_valid', 'negative_samples',
+    'videos_ingested',
+] %}
 
-loads as (
-    select sum(data_lines) as data_lines from {{ source('raw', 'loads') }}
-),
+with
 
 interactions as (
     select * from {{ ref('interactions') }}
@@ -15,34 +17,79 @@ splits as (
     select * from {{ ref('interaction_splits') }}
 ),
 
+file_lines as (
+    select sum(data_lines) as file_data_lines from {{ source('raw', 'loads') }}
+),
+
+raw_rows as (
+    select count(*) as raw_rows from {{ ref('stg_reviews') }}
+),
+
+rejects as (
+    select count(*) as rejected_lines from {{ ref('review_rejects') }}
+),
+
+interaction_counts as (
+    select
+        count(*) as interactions,
+        count(distinct user_id) as users,
+        count(distinct video_id) as videos,
+        sum(case when label then 1 else 0 end) as positives
+    from interactions
+),
+
+split_counts as (
+    select
+        sum(case when split = 'train' then 1 else 0 end) as train_positives,
+        sum(case when split = 'valid' then 1 else 0 end) as valid_positives,
+        count(distinct case when split = 'valid' then user_id end) as users_with_valid
+    from splits
+),
+
+negatives as (
+    select count(*) as negative_samples from {{ ref('negative_samples') }}
+),
+
+ingested as (
+    select count(*) as videos_ingested
+    from {{ ref('int_video_catalog') }}
+    where not is_registered
+),
+
+counts as (
+    select
+        file_lines.file_data_lines,
+        raw_rows.raw_rows,
+        rejects.rejected_lines,
+        interaction_counts.interactions,
+        interaction_counts.users,
+        interaction_counts.videos,
+        interaction_counts.positives,
+        split_counts.train_positives,
+        split_counts.valid_positives,
+        split_counts.users_with_valid,
+        negatives.negative_samples,
+        ingested.videos_ingested
+    from file_lines
+    cross join raw_rows
+    cross join rejects
+    cross join interaction_counts
+    cross join split_counts
+    cross join negatives
+    cross join ingested
+),
+
 metrics as (
-    select 1 as position, 'file_data_lines' as metric, (select data_lines from loads) as value
-    union all
-    select 2, 'raw_rows', (select count(*) from {{ ref('stg_reviews') }})
-    union all
-    select 3, 'rejected_lines', (select count(*) from {{ ref('review_rejects') }})
-    union all
-    select 4, 'interactions', (select count(*) from interactions)
-    union all
-    select 5, 'users', (select count(distinct user_id) from interactions)
-    union all
-    select 6, 'videos', (select count(distinct video_id) from interactions)
-    union all
-    select 7, 'positives', (select count(*) from interactions where label)
-    union all
-    select 8, 'train_positives', (select count(*) from splits where split = 'train')
-    union all
-    select 9, 'valid_positives', (select count(*) from splits where split = 'valid')
-    union all
-    select 10, 'users_with_valid', (
-        select count(distinct user_id) from splits where split = 'valid'
-    )
-    union all
-    select 11, 'negative_samples', (select count(*) from {{ ref('negative_samples') }})
-    union all
-    select 12, 'videos_ingested', (
-        select count(*) from {{ ref('int_video_catalog') }} where not is_registered
-    )
+    {%- for metric in quality_metrics %}
+        select
+            {{ loop.index }} as position,
+            '{{ metric }}' as metric,
+            {{ metric }} as value
+        from counts
+        {%- if not loop.last %}
+            union all
+        {%- endif %}
+    {%- endfor %}
 )
 
 select

@@ -1,0 +1,172 @@
+"""`python -m trainer [COMMAND]`: synth, load, train (the default), recommend.
+
+Every command takes --target (a profiles.yml output; default: the profile's default, duckdb).
+Problems the user can fix print one clear line on stderr and exit 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from trainer.config import OutputPaths, TrainConfig
+from trainer.errors import UserError
+
+COMMANDS = ("synth", "load", "train", "recommend")
+DEFAULTS = TrainConfig()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m trainer", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    synth = sub.add_parser("synth", help="write a realistic synthetic review CSV")
+    synth.add_argument("--out", type=Path, default=Path("data/reviews.csv"))
+    synth.add_argument("--reviews", type=int, default=50_000, help="rows before dirt (10k to 10M)")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--dirt", type=float, default=1.0, help="scale of scrape dirt; 0 = clean")
+
+    load = sub.add_parser("load", help="load a review CSV into raw.reviews (replaces the last load)")
+    load.add_argument("path", type=Path)
+    _target(load)
+
+    train = sub.add_parser("train", help="train, evaluate against baselines, write embeddings")
+    _target(train)
+    _train_flags(train)
+
+    rec = sub.add_parser("recommend", help="top videos for a user, or videos similar to a video")
+    _target(rec)
+    who = rec.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", help="reviewer id")
+    who.add_argument("--video", help="video id (uuid)")
+    rec.add_argument("-k", type=int, default=10)
+    return parser
+
+
+def _target(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--target", default=None, help="profiles.yml target (default: duckdb)")
+
+
+def _train_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--embedding-dim", type=int, default=DEFAULTS.embedding_dim)
+    p.add_argument("--epochs", type=int, default=DEFAULTS.epochs, help="maximum; early stopping may end sooner")
+    p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
+    p.add_argument("--lr", type=float, default=DEFAULTS.lr)
+    p.add_argument("--objective", choices=["softmax", "bce"], default=DEFAULTS.objective)
+    p.add_argument("--temperature", type=float, default=DEFAULTS.temperature)
+    p.add_argument("--no-logq", dest="logq_correction", action="store_false")
+    p.add_argument("--uniform-negatives", type=int, default=DEFAULTS.uniform_negatives)
+    p.add_argument("--star-weighting", action="store_true", help="weight positives by stars / 5")
+    p.add_argument("--no-history", dest="history_pooling", action="store_false")
+    p.add_argument("--patience", type=int, default=DEFAULTS.patience)
+    p.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    p.add_argument("--device", default=DEFAULTS.device, help="auto, cpu or cuda")
+    p.add_argument("--out-model", type=Path, default=OutputPaths.out_model)
+    p.add_argument("--out-video-emb", type=Path, default=OutputPaths.out_video_emb)
+    p.add_argument("--out-user-emb", type=Path, default=OutputPaths.out_user_emb)
+    p.add_argument("--no-publish", dest="publish", action="store_false",
+                   help="write files only; leave the embedding tables as they are")  # fmt: skip
+    p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    fields = TrainConfig.__dataclass_fields__
+    return TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+        argv = ["train", *argv]  # `python -m trainer --epochs 5` trains
+    args = _parser().parse_args(argv)
+    try:
+        return COMMAND_HANDLERS[args.command](args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from trainer.synth import SynthConfig, write_synthetic_csv
+
+    if args.reviews < 1:
+        raise UserError("--reviews must be positive")
+    counts = write_synthetic_csv(args.out, SynthConfig(reviews=args.reviews, seed=args.seed, dirt=args.dirt))
+    print(f"wrote {args.out}: {counts['lines']:,} lines ({counts['bad_lines']:,} malformed on purpose)")
+    return 0
+
+
+def _cmd_load(args: argparse.Namespace) -> int:
+    from trainer.load import load_reviews
+    from trainer.profiles import load_target
+    from trainer.warehouse import connect
+
+    target = load_target(args.target)
+    with connect(target) as warehouse:
+        loaded = load_reviews(warehouse, args.path)
+    print(f"loaded {args.path} into {target.name}: {loaded.reviews.num_rows:,} rows in raw.reviews, "
+          f"{loaded.rejects.num_rows:,} unparseable lines in raw.load_rejects "
+          f"(of {loaded.data_lines:,} data lines)")  # fmt: skip
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from trainer.profiles import load_target
+    from trainer.runner import train_run
+    from trainer.warehouse import connect
+
+    cfg = config_from_args(args)
+    outputs = OutputPaths(args.out_model, args.out_video_emb, args.out_user_emb)
+    with connect(load_target(args.target)) as warehouse:
+        summary = train_run(warehouse, cfg, outputs, publish=args.publish, progress=not args.quiet)
+    print()
+    print(f"model {summary.version}: {summary.n_users:,} users, {summary.n_videos:,} videos; "
+          f"validation (full ranking, train items masked, "
+          f"{int(summary.metrics['two_tower']['users']):,} users)")  # fmt: skip
+    print(summary.table())
+    print()
+    for path in summary.artifact_paths:
+        print(f"wrote {path}")
+    if args.publish:
+        print("published video_embeddings and user_embeddings")
+    return 0
+
+
+def _cmd_recommend(args: argparse.Namespace) -> int:
+    from trainer.profiles import load_target
+    from trainer.report import table
+    from trainer.warehouse import connect
+
+    if args.k < 1:
+        raise UserError("-k must be at least 1")
+    with connect(load_target(args.target)) as warehouse:
+        if args.user is not None:
+            rows = warehouse.recommend(args.user, args.k)
+            title = f"top {args.k} for user {args.user}"
+        else:
+            rows = warehouse.similar(_video_id(args.video), args.k)
+            title = f"{args.k} videos similar to {args.video}"
+    if not rows:
+        raise UserError(f"nothing to recommend ({title}): are the embeddings published?")
+    print(title)
+    print(table(["#", "score", "video_id", "product_url"],
+                [[i, r.score, r.video_id, r.product_url] for i, r in enumerate(rows, 1)]))  # fmt: skip
+    return 0
+
+
+def _video_id(text: str) -> str:
+    import uuid
+
+    try:
+        return str(uuid.UUID(text))
+    except ValueError as exc:
+        raise UserError(f"--video takes a video id (uuid), got {text!r}") from exc
+
+
+COMMAND_HANDLERS = {
+    "synth": _cmd_synth,
+    "load": _cmd_load,
+    "train": _cmd_train,
+    "recommend": _cmd_recommend,
+}

@@ -1,0 +1,134 @@
+"""One training run end to end: read marts -> fit -> evaluate beside baselines -> write outputs.
+
+Outputs are written only after training and evaluation succeed, each file atomically and the
+database in one transaction, so a failed run leaves the previous model and embeddings as they were.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from trainer.artifact import ModelArtifact, new_version, save_artifact
+from trainer.config import OutputPaths, TrainConfig
+from trainer.data import Dataset, read_dataset
+from trainer.evaluate import embedding_scorer, evaluate, popularity_scorer, random_scorer
+from trainer.report import metrics_table
+from trainer.train import fit
+from trainer.warehouse import Warehouse
+
+
+@dataclass
+class RunSummary:
+    version: str
+    metrics: dict[str, dict[str, float]]
+    epochs: list[dict]
+    artifact_paths: list[Path]
+    timings: dict[str, float] = field(default_factory=dict)
+    n_users: int = 0
+    n_videos: int = 0
+
+    def table(self) -> str:
+        return metrics_table(self.metrics)
+
+
+def evaluate_all(data: Dataset, user_vectors: np.ndarray, item_vectors: np.ndarray, cfg: TrainConfig):
+    """The model beside popularity and random, on the same users and the same masking."""
+    return {
+        "two_tower": evaluate(embedding_scorer(user_vectors, item_vectors), data, cfg.ks),
+        "popularity": evaluate(popularity_scorer(data), data, cfg.ks),
+        "random": evaluate(random_scorer(data, cfg.seed), data, cfg.ks),
+    }
+
+
+def train_run(
+    warehouse: Warehouse,
+    cfg: TrainConfig,
+    outputs: OutputPaths,
+    publish: bool = True,
+    progress: bool = True,
+    version: str | None = None,
+) -> RunSummary:
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    data = read_dataset(warehouse, with_negatives=cfg.objective == "bce")
+    timings["read_seconds"] = time.perf_counter() - started
+    if progress:
+        print(f"training on {len(data.train_users):,} train positives of {data.n_users:,} users "
+              f"and {data.n_items:,} videos", flush=True)  # fmt: skip
+
+    started = time.perf_counter()
+    result = fit(data, cfg, progress=progress)
+    timings["train_seconds"] = time.perf_counter() - started
+    user_vectors, item_vectors = result.model.export()
+
+    started = time.perf_counter()
+    evaluations = evaluate_all(data, user_vectors, item_vectors, cfg)
+    timings["evaluate_seconds"] = time.perf_counter() - started
+    metrics = {name: r.metrics for name, r in evaluations.items()}
+
+    version = version or new_version()
+    artifact = ModelArtifact(
+        version=version,
+        config=cfg.to_dict(),
+        user_ids=data.user_ids,
+        video_ids=data.video_ids,
+        user_vectors=user_vectors,
+        item_vectors=item_vectors,
+        history_indptr=data.train.indptr,
+        history_indices=data.train.indices,
+        metrics={"valid": metrics, "epochs": result.epochs, "best_epoch": result.best_epoch},
+        fingerprint=data.fingerprint,
+        tensors={k: v.detach().clone() for k, v in result.model.state_dict().items()},
+    )
+    started = time.perf_counter()
+    paths = write_files(artifact, outputs)
+    timings["write_files_seconds"] = time.perf_counter() - started
+    if publish:
+        started = time.perf_counter()
+        warehouse.publish_embeddings((data.video_ids, item_vectors), (data.user_ids, user_vectors), version)
+        timings["publish_seconds"] = time.perf_counter() - started
+    warehouse.record_run(
+        {
+            "model_version": version,
+            "started_at": datetime.now(UTC).replace(tzinfo=None),
+            "finished_at": datetime.now(UTC).replace(tzinfo=None),
+            "data_fingerprint": data.fingerprint,
+            "config": cfg.to_dict(),
+            "metrics": metrics,
+            "published": publish,
+            "notes": {"timings": timings, "epochs": result.epochs},
+        }
+    )
+    return RunSummary(version, metrics, result.epochs, paths, timings, data.n_users, data.n_items)
+
+
+def write_files(artifact: ModelArtifact, outputs: OutputPaths) -> list[Path]:
+    """Model file (versioned + latest) and the two embedding parquet files."""
+    latest = outputs.out_model
+    versioned = latest.with_name(f"{artifact.version}{latest.suffix or '.safetensors'}")
+    save_artifact(versioned, artifact)
+    save_artifact(latest, artifact)
+    write_embeddings_parquet(outputs.out_video_emb, "video_id", artifact.video_ids, artifact.item_vectors, artifact.version)
+    write_embeddings_parquet(outputs.out_user_emb, "user_id", artifact.user_ids, artifact.user_vectors, artifact.version)
+    return [versioned, latest, outputs.out_video_emb, outputs.out_user_emb]
+
+
+def write_embeddings_parquet(path: Path, key: str, ids: list[str], vectors: np.ndarray, version: str) -> None:
+    frame = pl.DataFrame(
+        {
+            key: ids,
+            "embedding": pl.Series(vectors.astype(np.float32)).cast(pl.Array(pl.Float32, vectors.shape[1])),
+            "model_version": [version] * len(ids),
+        }
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    frame.write_parquet(tmp)
+    tmp.replace(path)
+
