@@ -1,4 +1,4 @@
-"""`python -m trainer [COMMAND]`: synth, load, train (the default), recommend.
+"""`python -m trainer [COMMAND]`: synth, load, train (the default), recommend, sql.
 
 Every command takes --target (a profiles.yml output; default: the profile's default, duckdb).
 Problems the user can fix print one clear line on stderr and exit 2, never a traceback.
@@ -13,7 +13,6 @@ from pathlib import Path
 from trainer.config import OutputPaths, TrainConfig
 from trainer.errors import UserError
 
-COMMANDS = ("synth", "load", "train", "recommend")
 DEFAULTS = TrainConfig()
 
 
@@ -27,7 +26,9 @@ def _parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--dirt", type=float, default=1.0, help="scale of scrape dirt; 0 = clean")
 
-    load = sub.add_parser("load", help="load a review CSV into raw.reviews (replaces the last load)")
+    load = sub.add_parser(
+        "load", help="load a review CSV into raw.reviews (replaces the last load)"
+    )
     load.add_argument("path", type=Path)
     _target(load)
 
@@ -41,6 +42,11 @@ def _parser() -> argparse.ArgumentParser:
     who.add_argument("--user", help="reviewer id")
     who.add_argument("--video", help="video id (uuid)")
     rec.add_argument("-k", type=int, default=10)
+
+    sql = sub.add_parser("sql", help="run a query on the target and print the result")
+    _target(sql)
+    sql.add_argument("query")
+    sql.add_argument("--csv", action="store_true", help="print CSV rows without a header")
     return parser
 
 
@@ -50,7 +56,9 @@ def _target(parser: argparse.ArgumentParser) -> None:
 
 def _train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--embedding-dim", type=int, default=DEFAULTS.embedding_dim)
-    p.add_argument("--epochs", type=int, default=DEFAULTS.epochs, help="maximum; early stopping may end sooner")
+    p.add_argument(
+        "--epochs", type=int, default=DEFAULTS.epochs, help="maximum; early stopping may end sooner"
+    )
     p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
     p.add_argument("--lr", type=float, default=DEFAULTS.lr)
     p.add_argument("--objective", choices=["softmax", "bce"], default=DEFAULTS.objective)
@@ -65,8 +73,12 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out-model", type=Path, default=OutputPaths.out_model)
     p.add_argument("--out-video-emb", type=Path, default=OutputPaths.out_video_emb)
     p.add_argument("--out-user-emb", type=Path, default=OutputPaths.out_user_emb)
-    p.add_argument("--no-publish", dest="publish", action="store_false",
-                   help="write files only; leave the embedding tables as they are")  # fmt: skip
+    p.add_argument(
+        "--no-publish",
+        dest="publish",
+        action="store_false",
+        help="write files only; leave the embedding tables as they are",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
 
 
@@ -92,8 +104,13 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
     if args.reviews < 1:
         raise UserError("--reviews must be positive")
-    counts = write_synthetic_csv(args.out, SynthConfig(reviews=args.reviews, seed=args.seed, dirt=args.dirt))
-    print(f"wrote {args.out}: {counts['lines']:,} lines ({counts['bad_lines']:,} malformed on purpose)")
+    counts = write_synthetic_csv(
+        args.out, SynthConfig(reviews=args.reviews, seed=args.seed, dirt=args.dirt)
+    )
+    print(
+        f"wrote {args.out}: {counts['lines']:,} lines "
+        f"({counts['bad_lines']:,} malformed on purpose)"
+    )
     return 0
 
 
@@ -105,9 +122,11 @@ def _cmd_load(args: argparse.Namespace) -> int:
     target = load_target(args.target)
     with connect(target) as warehouse:
         loaded = load_reviews(warehouse, args.path)
-    print(f"loaded {args.path} into {target.name}: {loaded.reviews.num_rows:,} rows in raw.reviews, "
-          f"{loaded.rejects.num_rows:,} unparseable lines in raw.load_rejects "
-          f"(of {loaded.data_lines:,} data lines)")  # fmt: skip
+    print(
+        f"loaded {args.path} into {target.name}: {loaded.reviews.num_rows:,} rows in raw.reviews, "
+        f"{loaded.rejects.num_rows:,} unparseable lines in raw.load_rejects "
+        f"(of {loaded.data_lines:,} data lines)"
+    )
     return 0
 
 
@@ -121,9 +140,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     with connect(load_target(args.target)) as warehouse:
         summary = train_run(warehouse, cfg, outputs, publish=args.publish, progress=not args.quiet)
     print()
-    print(f"model {summary.version}: {summary.n_users:,} users, {summary.n_videos:,} videos; "
-          f"validation (full ranking, train items masked, "
-          f"{int(summary.metrics['two_tower']['users']):,} users)")  # fmt: skip
+    print(
+        f"model {summary.version}: {summary.n_users:,} users, {summary.n_videos:,} videos; "
+        f"validation (full ranking, train items masked, "
+        f"{int(summary.metrics['two_tower']['users']):,} users)"
+    )
     print(summary.table())
     print()
     for path in summary.artifact_paths:
@@ -150,8 +171,12 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
     if not rows:
         raise UserError(f"nothing to recommend ({title}): are the embeddings published?")
     print(title)
-    print(table(["#", "score", "video_id", "product_url"],
-                [[i, r.score, r.video_id, r.product_url] for i, r in enumerate(rows, 1)]))  # fmt: skip
+    print(
+        table(
+            ["#", "score", "video_id", "product_url"],
+            [[i, r.score, r.video_id, r.product_url] for i, r in enumerate(rows, 1)],
+        )
+    )
     return 0
 
 
@@ -164,7 +189,29 @@ def _video_id(text: str) -> str:
         raise UserError(f"--video takes a video id (uuid), got {text!r}") from exc
 
 
+def _cmd_sql(args: argparse.Namespace) -> int:
+    import polars as pl
+
+    from trainer.profiles import load_target
+    from trainer.warehouse import connect
+
+    with connect(load_target(args.target), read_only=True) as warehouse:
+        try:
+            frame = warehouse.read(args.query)
+        except Exception as exc:  # the engine's own message is the useful part
+            raise UserError(f"query failed: {str(exc).splitlines()[0]}") from exc
+    if args.csv:
+        print(frame.write_csv(include_header=False), end="")
+    else:
+        with pl.Config(
+            tbl_rows=100, tbl_cols=20, fmt_str_lengths=80, tbl_hide_dataframe_shape=True
+        ):
+            print(frame)
+    return 0
+
+
 COMMAND_HANDLERS = {
+    "sql": _cmd_sql,
     "synth": _cmd_synth,
     "load": _cmd_load,
     "train": _cmd_train,

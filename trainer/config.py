@@ -21,7 +21,9 @@ class TrainConfig:
     objective: Objective = "softmax"
     temperature: float = 0.2
     logq_correction: bool = True
-    uniform_negatives: int = 1024  # extra uniformly drawn videos per softmax batch (0: in-batch only)
+    uniform_negatives: int = (
+        1024  # extra uniformly drawn videos per softmax batch (0: in-batch only)
+    )
     star_weighting: bool = False  # scale each positive's loss by stars / 5 (the brief's variant)
     history_pooling: bool = True  # user = id embedding + mean of the user's train videos
     patience: int = 3  # epochs without a better valid NDCG@10 before stopping

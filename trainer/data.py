@@ -94,7 +94,7 @@ def build_dataset(splits: pl.DataFrame, negatives: pl.DataFrame | None) -> Datas
     videos = train.select(pl.col("video_id").unique().sort())
     user_index = users.with_row_index("u")
     video_index = videos.with_row_index("i")
-    n_users, n_items = users.height, videos.height
+    n_users = users.height
 
     def indexed(frame: pl.DataFrame) -> pl.DataFrame:
         return frame.join(user_index, on="user_id").join(video_index, on="video_id", how="left")

@@ -85,7 +85,9 @@ def evaluate(
     top = top_k(scorer, users, data.train, k_max)
     hits = hit_matrix(top, users, data.valid, data.n_items)
     per_user = ranking_metrics(hits, data.valid_total[users], ks)
-    metrics = {name: float(values.mean()) if len(values) else 0.0 for name, values in per_user.items()}
+    metrics = {
+        name: float(values.mean()) if len(values) else 0.0 for name, values in per_user.items()
+    }
     for k in ks:
         metrics[f"coverage@{k}"] = len(np.unique(top[:, :k])) / data.n_items
     metrics["users"] = float(len(users))

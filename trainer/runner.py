@@ -37,7 +37,9 @@ class RunSummary:
         return metrics_table(self.metrics)
 
 
-def evaluate_all(data: Dataset, user_vectors: np.ndarray, item_vectors: np.ndarray, cfg: TrainConfig):
+def evaluate_all(
+    data: Dataset, user_vectors: np.ndarray, item_vectors: np.ndarray, cfg: TrainConfig
+):
     """The model beside popularity and random, on the same users and the same masking."""
     return {
         "two_tower": evaluate(embedding_scorer(user_vectors, item_vectors), data, cfg.ks),
@@ -59,8 +61,11 @@ def train_run(
     data = read_dataset(warehouse, with_negatives=cfg.objective == "bce")
     timings["read_seconds"] = time.perf_counter() - started
     if progress:
-        print(f"training on {len(data.train_users):,} train positives of {data.n_users:,} users "
-              f"and {data.n_items:,} videos", flush=True)  # fmt: skip
+        print(
+            f"training on {len(data.train_users):,} train positives of {data.n_users:,} users "
+            f"and {data.n_items:,} videos",
+            flush=True,
+        )
 
     started = time.perf_counter()
     result = fit(data, cfg, progress=progress)
@@ -91,7 +96,9 @@ def train_run(
     timings["write_files_seconds"] = time.perf_counter() - started
     if publish:
         started = time.perf_counter()
-        warehouse.publish_embeddings((data.video_ids, item_vectors), (data.user_ids, user_vectors), version)
+        warehouse.publish_embeddings(
+            (data.video_ids, item_vectors), (data.user_ids, user_vectors), version
+        )
         timings["publish_seconds"] = time.perf_counter() - started
     warehouse.record_run(
         {
@@ -114,16 +121,28 @@ def write_files(artifact: ModelArtifact, outputs: OutputPaths) -> list[Path]:
     versioned = latest.with_name(f"{artifact.version}{latest.suffix or '.safetensors'}")
     save_artifact(versioned, artifact)
     save_artifact(latest, artifact)
-    write_embeddings_parquet(outputs.out_video_emb, "video_id", artifact.video_ids, artifact.item_vectors, artifact.version)
-    write_embeddings_parquet(outputs.out_user_emb, "user_id", artifact.user_ids, artifact.user_vectors, artifact.version)
+    write_embeddings_parquet(
+        outputs.out_video_emb,
+        "video_id",
+        artifact.video_ids,
+        artifact.item_vectors,
+        artifact.version,
+    )
+    write_embeddings_parquet(
+        outputs.out_user_emb, "user_id", artifact.user_ids, artifact.user_vectors, artifact.version
+    )
     return [versioned, latest, outputs.out_video_emb, outputs.out_user_emb]
 
 
-def write_embeddings_parquet(path: Path, key: str, ids: list[str], vectors: np.ndarray, version: str) -> None:
+def write_embeddings_parquet(
+    path: Path, key: str, ids: list[str], vectors: np.ndarray, version: str
+) -> None:
     frame = pl.DataFrame(
         {
             key: ids,
-            "embedding": pl.Series(vectors.astype(np.float32)).cast(pl.Array(pl.Float32, vectors.shape[1])),
+            "embedding": pl.Series(vectors.astype(np.float32)).cast(
+                pl.Array(pl.Float32, vectors.shape[1])
+            ),
             "model_version": [version] * len(ids),
         }
     )
@@ -131,4 +150,3 @@ def write_embeddings_parquet(path: Path, key: str, ids: list[str], vectors: np.n
     tmp = path.with_name(path.name + ".tmp")
     frame.write_parquet(tmp)
     tmp.replace(path)
-

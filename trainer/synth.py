@@ -108,35 +108,47 @@ def _as_text(df: pl.DataFrame, cfg: SynthConfig, rng: np.random.Generator) -> pl
     v = pl.col("variant")
     d = pl.col("dirt")
     url = (
-        pl.when(v == 0).then(pl.format("http://www.dmm.co.jp/digital/videoa/-/detail/=/cid={}/", cid))
-        .when(v == 1).then(pl.format("https://dmm.co.jp/digital/videoa/-/detail/=/cid={}/", cid))
-        .when(v == 2).then(pl.format("{}{}", pl.lit(BASE_URL), cid))
-        .when(v == 3).then(pl.format("{}{}/?i3_ref=list&i3_ord={}", pl.lit(BASE_URL), cid, pl.col("user") % 30))
-        .when(v == 4).then(pl.format("{}{}/#review", pl.lit(BASE_URL), cid))
-        .when(v == 5).then(pl.format("{}{}/", pl.lit(BASE_URL), cid.str.to_uppercase()))
+        pl.when(v == 0)
+        .then(pl.format("http://www.dmm.co.jp/digital/videoa/-/detail/=/cid={}/", cid))
+        .when(v == 1)
+        .then(pl.format("https://dmm.co.jp/digital/videoa/-/detail/=/cid={}/", cid))
+        .when(v == 2)
+        .then(pl.format("{}{}", pl.lit(BASE_URL), cid))
+        .when(v == 3)
+        .then(pl.format("{}{}/?i3_ref=list&i3_ord={}", pl.lit(BASE_URL), cid, pl.col("user") % 30))
+        .when(v == 4)
+        .then(pl.format("{}{}/#review", pl.lit(BASE_URL), cid))
+        .when(v == 5)
+        .then(pl.format("{}{}/", pl.lit(BASE_URL), cid.str.to_uppercase()))
         .otherwise(pl.format("{}{}/", pl.lit(BASE_URL), cid))
-    )  # fmt: skip
+    )
     reviewer = pl.format("rv{}", pl.col("user").cast(pl.String).str.zfill(7))
     stars = pl.col("stars").cast(pl.String)
-    return (
-        df.with_columns(variant=pl.Series(variant), dirt=pl.Series(dirt))
-        .select(
-            product_url=pl.when(d == 0).then(pl.lit(""))
-            .when(d == 1).then(pl.lit("N/A"))
-            .otherwise(url),
-            reviewer_id=pl.when(d == 2).then(pl.lit("  "))
-            .when(d == 3).then(pl.format("{}, {}", reviewer, pl.lit("jp")))  # quoted comma
-            .otherwise(reviewer),
-            stars=pl.when(d == 4).then(pl.lit("6"))
-            .when(d == 5).then(pl.lit("3.5"))
-            .when(d == 6).then(pl.lit("★★★★"))
-            .when(d == 7).then(pl.format("{}.0", stars))
-            .otherwise(stars),
-        )
-    )  # fmt: skip
+    return df.with_columns(variant=pl.Series(variant), dirt=pl.Series(dirt)).select(
+        product_url=pl.when(d == 0)
+        .then(pl.lit(""))
+        .when(d == 1)
+        .then(pl.lit("N/A"))
+        .otherwise(url),
+        reviewer_id=pl.when(d == 2)
+        .then(pl.lit("  "))
+        .when(d == 3)
+        .then(pl.format("{}, {}", reviewer, pl.lit("jp")))  # quoted comma
+        .otherwise(reviewer),
+        stars=pl.when(d == 4)
+        .then(pl.lit("6"))
+        .when(d == 5)
+        .then(pl.lit("3.5"))
+        .when(d == 6)
+        .then(pl.lit("★★★★"))
+        .when(d == 7)
+        .then(pl.format("{}.0", stars))
+        .otherwise(stars),
+    )
 
 
-def _bad_lines(count: int, rng: np.random.Generator) -> list[bytes]:
+def _bad_lines(count: int) -> list[bytes]:
+    """Lines no CSV parser can use, cycling through the kinds so each appears."""
     kinds = [
         b"https://www.dmm.co.jp/digital/videoa/-/detail/=/cid=ssn000001/,rv0000001,5,extra\n",
         b"https://www.dmm.co.jp/digital/videoa/-/detail/=/cid=ssn000002/,rv0000002\n",
@@ -146,14 +158,14 @@ def _bad_lines(count: int, rng: np.random.Generator) -> list[bytes]:
         b'https://www.dmm.co.jp/digital/videoa/-/detail/=/cid=ssn000004/,"rv00"04",3\n',
         b"\n",
     ]
-    return [kinds[i] for i in rng.integers(0, len(kinds), size=count)]
+    return [kinds[i % len(kinds)] for i in range(count)]
 
 
 def write_synthetic_csv(path: Path, cfg: SynthConfig) -> dict[str, int]:
     """Write the scrape to `path`; returns counts of what went in (for tests and logs)."""
     rng = np.random.default_rng(cfg.seed)
     text = _as_text(_with_duplicates(_clean_reviews(cfg, rng), cfg, rng), cfg, rng)
-    bad = _bad_lines(int(text.height * BAD_LINE_RATE * cfg.dirt), rng)
+    bad = _bad_lines(int(text.height * BAD_LINE_RATE * cfg.dirt))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     with tmp.open("wb") as out:

@@ -63,8 +63,9 @@ def fit(data: Dataset, cfg: TrainConfig, progress: bool = True) -> FitResult:
 
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
-    model = TwoTower(data.n_users, data.n_items, cfg.embedding_dim,
-                     data.train if cfg.history_pooling else None).to(device)  # fmt: skip
+    model = TwoTower(
+        data.n_users, data.n_items, cfg.embedding_dim, data.train if cfg.history_pooling else None
+    ).to(device)
     head = PointwiseHead().to(device)
     params = list(model.parameters()) + (list(head.parameters()) if cfg.objective == "bce" else [])
     optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -83,19 +84,38 @@ def fit(data: Dataset, cfg: TrainConfig, progress: bool = True) -> FitResult:
         model.train()
         order = torch.randperm(n_rows, generator=generator).to(device)
         total = 0.0
-        bar = tqdm(range(steps), desc=f"epoch {epoch}/{cfg.epochs}", disable=None if progress else True,
-                   leave=False, unit="batch")  # fmt: skip
+        bar = tqdm(
+            range(steps),
+            desc=f"epoch {epoch}/{cfg.epochs}",
+            disable=None if progress else True,
+            leave=False,
+            unit="batch",
+        )
         for step in bar:
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             weights = rows["weights"][idx] if cfg.star_weighting else None
             if cfg.objective == "softmax":
-                uniform = torch.randint(data.n_items, (min(cfg.uniform_negatives, data.n_items),),
-                                        generator=generator).to(device)  # fmt: skip
-                loss = softmax_loss(model, rows["users"][idx], rows["items"][idx], weights,
-                                    log_q, cfg.temperature, uniform)  # fmt: skip
+                uniform = torch.randint(
+                    data.n_items, (min(cfg.uniform_negatives, data.n_items),), generator=generator
+                ).to(device)
+                loss = softmax_loss(
+                    model,
+                    rows["users"][idx],
+                    rows["items"][idx],
+                    weights,
+                    log_q,
+                    cfg.temperature,
+                    uniform,
+                )
             else:
-                loss = bce_loss(model, head, rows["users"][idx], rows["items"][idx],
-                                rows["labels"][idx], weights)  # fmt: skip
+                loss = bce_loss(
+                    model,
+                    head,
+                    rows["users"][idx],
+                    rows["items"][idx],
+                    rows["labels"][idx],
+                    weights,
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -107,13 +127,21 @@ def fit(data: Dataset, cfg: TrainConfig, progress: bool = True) -> FitResult:
         users_vec, items_vec = model.cpu().export()
         model.to(device)
         metrics = evaluate(embedding_scorer(users_vec, items_vec), data, (10,), valid_users).metrics
-        record = {"epoch": epoch, "loss": total / steps, "recall@10": metrics["recall@10"],
-                  "ndcg@10": metrics["ndcg@10"], "seconds": result.seconds_per_epoch[-1]}  # fmt: skip
+        record = {
+            "epoch": epoch,
+            "loss": total / steps,
+            "recall@10": metrics["recall@10"],
+            "ndcg@10": metrics["ndcg@10"],
+            "seconds": result.seconds_per_epoch[-1],
+        }
         result.epochs.append(record)
         if progress:
-            print(f"epoch {epoch:>3}  loss {record['loss']:.4f}  valid recall@10 "
-                  f"{record['recall@10']:.4f}  ndcg@10 {record['ndcg@10']:.4f}  "
-                  f"({record['seconds']:.1f}s)", flush=True)  # fmt: skip
+            print(
+                f"epoch {epoch:>3}  loss {record['loss']:.4f}  valid recall@10 "
+                f"{record['recall@10']:.4f}  ndcg@10 {record['ndcg@10']:.4f}  "
+                f"({record['seconds']:.1f}s)",
+                flush=True,
+            )
         if metrics["ndcg@10"] > best_score:
             best_score, best_state, stale = metrics["ndcg@10"], copy.deepcopy(model.state_dict()), 0
             result.best_epoch = epoch
@@ -121,8 +149,11 @@ def fit(data: Dataset, cfg: TrainConfig, progress: bool = True) -> FitResult:
             stale += 1
             if stale >= cfg.patience:
                 if progress:
-                    print(f"early stop: no better valid ndcg@10 for {cfg.patience} epochs; "
-                          f"keeping epoch {result.best_epoch}", flush=True)  # fmt: skip
+                    print(
+                        f"early stop: no better valid ndcg@10 for {cfg.patience} epochs; "
+                        f"keeping epoch {result.best_epoch}",
+                        flush=True,
+                    )
                 break
     model.load_state_dict(best_state)
     result.model = model.cpu().eval()

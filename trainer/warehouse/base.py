@@ -81,7 +81,7 @@ class Warehouse(ABC):
 
     @abstractmethod
     def record_run(self, run: dict[str, Any]) -> None:
-        """Insert or update the model_runs row of run["model_version"] (dict/list values -> JSON)."""
+        """Upsert the model_runs row of run["model_version"] (dict and list values as JSON)."""
 
     # -- serving ------------------------------------------------------------------------------
     @abstractmethod

@@ -1,0 +1,50 @@
+# Two commands for a newcomer: `make demo` and `make test`. Everything else is optional.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export DUCKDB_PATH ?= $(CURDIR)/warehouse.duckdb
+export DBT_SEND_ANONYMOUS_USAGE_STATS := false
+DBT := $(BIN)/dbt --no-use-colors
+DBT_ARGS := --project-dir dbt_project --profiles-dir .
+DEMO_REVIEWS ?= 50000
+BENCH_REVIEWS ?= 1000000
+
+.PHONY: install demo build test lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+## The whole job on the embedded DuckDB default, on synthetic data.
+demo: install
+	$(BIN)/python -m trainer synth --out data/reviews.csv --reviews $(DEMO_REVIEWS)
+	$(BIN)/python -m trainer load data/reviews.csv
+	$(DBT) build $(DBT_ARGS) --quiet
+	$(BIN)/python -m trainer sql "select * from quality_summary"
+	$(BIN)/python -m trainer sql "select * from quality_rejects_by_reason"
+	$(BIN)/python -m trainer train
+	$(BIN)/python -m trainer recommend --user "$$($(BIN)/python -m trainer sql --csv \
+		"select user_id from interaction_splits where split = 'valid' order by user_id limit 1")"
+
+## dbt build on the default target (DuckDB) after `python -m trainer load CSV`.
+build: install
+	$(DBT) build $(DBT_ARGS)
+
+lint: install
+	$(BIN)/ruff check trainer tests benchmarks
+	$(BIN)/ruff format --check trainer tests benchmarks
+	$(BIN)/sqlfluff lint dbt_project/models dbt_project/tests
+
+test: lint
+	$(BIN)/pytest -q
+
+## Timings and peak memory for load, dbt build, training and write-back at 1M reviews.
+bench: install
+	$(BIN)/python -m benchmarks.pipeline --reviews $(BENCH_REVIEWS)
+
+clean:
+	rm -rf artifacts data warehouse.duckdb dbt_project/target dbt_project/logs logs
