@@ -14,14 +14,14 @@ DMM = "https://www.dmm.co.jp/digital/videoa/-/detail/=/cid="
 LINES = [
     "product_url,reviewer_id,stars",
     f"{DMM}abc001/,alice,5",  # 2 kept
-    f"http://dmm.co.jp/digital/videoa/-/detail/=/cid=ABC001,bob,4",  # 3 same video as line 2
+    "http://dmm.co.jp/digital/videoa/-/detail/=/cid=ABC001,bob,4",  # 3 same video as line 2
     f"{DMM}abc001/?i3_ref=search&i3_ord=3,carol,4",  # 4 same video
     f"{DMM}abc002/#reviews,alice,2",  # 5 kept, negative label
     f"{DMM}abc002/,alice,2",  # 6 duplicate of line 5 (same stars), wins as the later line
     f"{DMM}abc003/,bob,3",  # 7 conflicting: superseded by line 8
     f"{DMM}abc003/,bob,5",  # 8 kept
-    f",bob,5",  # 9 missing_product_url
-    f"N/A,bob,5",  # 10 invalid_product_url
+    ",bob,5",  # 9 missing_product_url
+    "N/A,bob,5",  # 10 invalid_product_url
     f"{DMM}abc004/,  ,5",  # 11 missing_reviewer_id
     f"{DMM}abc004/,dave,",  # 12 missing_stars
     f"{DMM}abc004/,dave,4.5",  # 13 stars_not_integer
@@ -30,7 +30,7 @@ LINES = [
     f"{DMM}abc004/,dave,★★★",  # 16 stars_not_numeric
     f"{DMM}abc004/,dave,4.0",  # 17 kept: 4.0 is the integer 4
     f"{DMM}abc004/,dave,4,extra",  # 18 ragged_line (load)
-    f"https://example.com/v/9?utm=x,erin,5",  # 19 kept, non-DMM key
+    "https://example.com/v/9?utm=x,erin,5",  # 19 kept, non-DMM key
 ]
 EXPECTED_REJECTS = {
     5: "duplicate",
@@ -189,7 +189,8 @@ def test_same_input_and_seed_give_identical_tables(
     build_duckdb(synth_csv, again)
     query = {
         "interactions": "select user_id, cast(video_id as varchar), stars, label from interactions",
-        "interaction_splits": "select user_id, cast(video_id as varchar), split from interaction_splits",
+        "interaction_splits": "select user_id, cast(video_id as varchar), split "
+        "from interaction_splits",
         "negative_samples": "select user_id, cast(video_id as varchar), "
         "cast(positive_video_id as varchar) from negative_samples",
     }

@@ -27,7 +27,8 @@ class TrainConfig:
     star_weighting: bool = False  # scale each positive's loss by stars / 5 (the brief's variant)
     history_pooling: bool = True  # user = id embedding + mean of the user's train videos
     patience: int = 3  # epochs without a better valid NDCG@10 before stopping
-    eval_users: int = 5_000  # users sampled for the per-epoch validation (all at the end)
+    eval_users: int = 5_000  # users sampled for the per-epoch validation
+    final_eval_users: int = 20_000  # users sampled for the final report and the gate (0: all)
     seed: int = 42
     device: str = "auto"
     ks: tuple[int, ...] = (10, 20)

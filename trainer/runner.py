@@ -17,7 +17,13 @@ import polars as pl
 from trainer.artifact import ModelArtifact, new_version, save_artifact
 from trainer.config import OutputPaths, TrainConfig
 from trainer.data import Dataset, read_dataset
-from trainer.evaluate import embedding_scorer, evaluate, popularity_scorer, random_scorer
+from trainer.evaluate import (
+    embedding_scorer,
+    eval_users,
+    evaluate,
+    popularity_scorer,
+    random_scorer,
+)
 from trainer.report import metrics_table
 from trainer.train import fit
 from trainer.warehouse import Warehouse
@@ -41,10 +47,11 @@ def evaluate_all(
     data: Dataset, user_vectors: np.ndarray, item_vectors: np.ndarray, cfg: TrainConfig
 ):
     """The model beside popularity and random, on the same users and the same masking."""
+    users = eval_users(data, cfg.final_eval_users, cfg.seed)
     return {
-        "two_tower": evaluate(embedding_scorer(user_vectors, item_vectors), data, cfg.ks),
-        "popularity": evaluate(popularity_scorer(data), data, cfg.ks),
-        "random": evaluate(random_scorer(data, cfg.seed), data, cfg.ks),
+        "two_tower": evaluate(embedding_scorer(user_vectors, item_vectors), data, cfg.ks, users),
+        "popularity": evaluate(popularity_scorer(data), data, cfg.ks, users),
+        "random": evaluate(random_scorer(data, cfg.seed), data, cfg.ks, users),
     }
 
 

@@ -73,7 +73,7 @@ def fit(data: Dataset, cfg: TrainConfig, progress: bool = True) -> FitResult:
     counts = torch.as_tensor(data.item_counts(), dtype=torch.float32, device=device)
     log_q = torch.log(counts / counts.sum()) if cfg.logq_correction else None
     generator = torch.Generator().manual_seed(cfg.seed)
-    valid_users = _sample_users(eval_users(data), cfg.eval_users, cfg.seed)
+    valid_users = eval_users(data, cfg.eval_users, cfg.seed)
 
     result = FitResult(model)
     best_score, best_state, stale = -math.inf, copy.deepcopy(model.state_dict()), 0
@@ -158,9 +158,3 @@ def fit(data: Dataset, cfg: TrainConfig, progress: bool = True) -> FitResult:
     model.load_state_dict(best_state)
     result.model = model.cpu().eval()
     return result
-
-
-def _sample_users(users: np.ndarray, limit: int, seed: int) -> np.ndarray:
-    if limit <= 0 or len(users) <= limit:
-        return users
-    return np.sort(np.random.default_rng(seed).choice(users, size=limit, replace=False))
