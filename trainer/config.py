@@ -15,7 +15,6 @@ class TrainConfig:
     epochs: int = 30
     batch_size: int = 1024
     lr: float = 0.01
-    weight_decay: float = 0.0
     # softmax: in-batch sampled softmax with log-Q correction (Yi et al. 2019);
     # bce: the brief's pointwise objective on positives + the SQL negative samples.
     objective: Objective = "softmax"

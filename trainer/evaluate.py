@@ -14,7 +14,7 @@ Each is averaged over the evaluated users.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -24,11 +24,28 @@ from trainer.data import Csr, Dataset
 Scorer = Callable[[np.ndarray], torch.Tensor]  # user indices -> [len(users), n_items] scores
 
 
+ACTIVITY_BUCKETS = ((1, 2, "1-2"), (3, 10, "3-10"), (11, None, ">10"))  # train positives
+POPULARITY_BUCKETS = ("head", "torso", "tail")  # top 20% of train interactions, next 30%, rest
+CI_METRICS = ("recall@10", "ndcg@10", "map@10", "precision@10")
+
+
 @dataclass(frozen=True)
 class EvalResult:
     metrics: dict[str, float]
     per_user: dict[str, np.ndarray]  # per evaluated user, for confidence intervals and slices
     users: np.ndarray
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)  # 95% bootstrap
+    by_activity: dict[str, dict[str, float]] = field(default_factory=dict)
+    by_popularity: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        """JSON-friendly: metrics, intervals and slices (what model_runs and the gate keep)."""
+        return {
+            "metrics": self.metrics,
+            "intervals": {k: list(v) for k, v in self.intervals.items()},
+            "by_activity": self.by_activity,
+            "by_popularity": self.by_popularity,
+        }
 
 
 def eval_users(data: Dataset, limit: int = 0, seed: int = 0) -> np.ndarray:
@@ -96,7 +113,88 @@ def evaluate(
     for k in ks:
         metrics[f"coverage@{k}"] = len(np.unique(top[:, :k])) / data.n_items
     metrics["users"] = float(len(users))
-    return EvalResult(metrics, per_user, users)
+    intervals = {name: bootstrap_ci(per_user[name]) for name in CI_METRICS if name in per_user}
+    k = 10 if 10 in ks else ks[0]
+    return EvalResult(
+        metrics,
+        per_user,
+        users,
+        intervals,
+        by_activity(per_user, users, data, k),
+        by_popularity(top[:, :k], hits[:, :k], users, data),
+    )
+
+
+def bootstrap_ci(
+    values: np.ndarray, draws: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
+    """Percentile bootstrap over users of the mean of a per-user metric."""
+    if len(values) == 0:
+        return (0.0, 0.0)
+    rng = np.random.default_rng(seed)
+    means = np.concatenate(
+        [
+            values[rng.integers(0, len(values), size=(min(100, draws - i), len(values)))].mean(1)
+            for i in range(0, draws, 100)
+        ]
+    )
+    tail = (1 - level) / 2 * 100
+    return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
+
+
+def paired_difference_ci(
+    a: np.ndarray, b: np.ndarray, draws: int = 1000, seed: int = 0
+) -> tuple[float, float, float]:
+    """Mean of a - b over the same users, with its 95% paired bootstrap interval."""
+    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    low, high = bootstrap_ci(diff, draws, seed)
+    return float(diff.mean()) if len(diff) else 0.0, low, high
+
+
+def by_activity(
+    per_user: dict[str, np.ndarray], users: np.ndarray, data: Dataset, k: int
+) -> dict[str, dict[str, float]]:
+    """Recall and NDCG at k for users with 1-2, 3-10 and more than 10 train positives."""
+    train_counts = data.train.lengths()[users]
+    out = {}
+    for low, high, name in ACTIVITY_BUCKETS:
+        mask = (train_counts >= low) & (train_counts <= (high or np.inf))
+        out[name] = {
+            "users": int(mask.sum()),
+            f"recall@{k}": float(per_user[f"recall@{k}"][mask].mean()) if mask.any() else 0.0,
+            f"ndcg@{k}": float(per_user[f"ndcg@{k}"][mask].mean()) if mask.any() else 0.0,
+        }
+    return out
+
+
+def popularity_bucket_of_items(data: Dataset) -> np.ndarray:
+    """0 head, 1 torso, 2 tail: videos sorted by train count, cut at 20% and 50% of interactions."""
+    counts = data.item_counts()
+    order = np.argsort(-counts, kind="stable")
+    share = np.cumsum(counts[order]) / max(counts.sum(), 1)
+    bucket = np.empty(len(counts), dtype=np.int64)
+    bucket[order] = np.where(share <= 0.2, 0, np.where(share <= 0.5, 1, 2))
+    return bucket
+
+
+def by_popularity(
+    top: np.ndarray, hits: np.ndarray, users: np.ndarray, data: Dataset
+) -> dict[str, dict[str, float]]:
+    """Per popularity bucket: recall over the valid items in it (hits / valid items, pooled over
+    the evaluated users) and the share of recommendations that fall in it."""
+    bucket = popularity_bucket_of_items(data)
+    valid_rows = np.isin(np.repeat(np.arange(data.n_users), data.valid.lengths()), users)
+    valid_buckets = bucket[data.valid.indices[valid_rows]]
+    hit_buckets = bucket[top[hits]]
+    out = {}
+    for index, name in enumerate(POPULARITY_BUCKETS):
+        relevant = int((valid_buckets == index).sum())
+        out[name] = {
+            "valid_items": relevant,
+            "recall": float((hit_buckets == index).sum() / relevant) if relevant else 0.0,
+            "share_of_recommendations": float((bucket[top] == index).mean()) if top.size else 0.0,
+        }
+    return out
 
 
 # -- scorers --------------------------------------------------------------------------------

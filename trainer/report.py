@@ -39,3 +39,39 @@ def _fmt(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.4f}"
     return str(value)
+
+
+def report_tables(evaluations: dict) -> str:
+    """The metrics table (with 95% bootstrap intervals over users), then the first model's
+    breakdown by user activity and by video popularity."""
+    rows = []
+    for name, result in evaluations.items():
+        m = result.metrics
+        low, high = result.intervals.get("recall@10", (float("nan"), float("nan")))
+        rows.append(
+            [name, *(m.get(c, float("nan")) for c in METRIC_COLUMNS), f"[{low:.4f}, {high:.4f}]"]
+        )
+    out = [table(["model", *METRIC_COLUMNS, "recall@10 95% CI"], rows)]
+    first = next(iter(evaluations.values()), None)
+    if first is not None and first.by_activity:
+        out.append("")
+        out.append(
+            table(
+                ["train positives", "users", "recall@10", "ndcg@10"],
+                [
+                    [b, v["users"], v["recall@10"], v["ndcg@10"]]
+                    for b, v in first.by_activity.items()
+                ],
+            )
+        )
+        out.append("")
+        out.append(
+            table(
+                ["video popularity", "valid items", "recall@10", "share of top-10"],
+                [
+                    [b, v["valid_items"], v["recall"], v["share_of_recommendations"]]
+                    for b, v in first.by_popularity.items()
+                ],
+            )
+        )
+    return "\n".join(out)

@@ -18,13 +18,14 @@ from trainer.artifact import ModelArtifact, new_version, save_artifact
 from trainer.config import OutputPaths, TrainConfig
 from trainer.data import Dataset, read_dataset
 from trainer.evaluate import (
+    EvalResult,
     embedding_scorer,
     eval_users,
     evaluate,
     popularity_scorer,
     random_scorer,
 )
-from trainer.report import metrics_table
+from trainer.report import report_tables
 from trainer.train import fit
 from trainer.warehouse import Warehouse
 
@@ -32,15 +33,20 @@ from trainer.warehouse import Warehouse
 @dataclass
 class RunSummary:
     version: str
-    metrics: dict[str, dict[str, float]]
+    evaluations: dict[str, EvalResult]
     epochs: list[dict]
     artifact_paths: list[Path]
     timings: dict[str, float] = field(default_factory=dict)
     n_users: int = 0
     n_videos: int = 0
+    fingerprint: str = ""
+
+    @property
+    def metrics(self) -> dict[str, dict[str, float]]:
+        return {name: result.metrics for name, result in self.evaluations.items()}
 
     def table(self) -> str:
-        return metrics_table(self.metrics)
+        return report_tables(self.evaluations)
 
 
 def evaluate_all(
@@ -82,7 +88,7 @@ def train_run(
     started = time.perf_counter()
     evaluations = evaluate_all(data, user_vectors, item_vectors, cfg)
     timings["evaluate_seconds"] = time.perf_counter() - started
-    metrics = {name: r.metrics for name, r in evaluations.items()}
+    metrics = {name: r.summary() for name, r in evaluations.items()}
 
     version = version or new_version()
     artifact = ModelArtifact(
@@ -119,7 +125,16 @@ def train_run(
             "notes": {"timings": timings, "epochs": result.epochs},
         }
     )
-    return RunSummary(version, metrics, result.epochs, paths, timings, data.n_users, data.n_items)
+    return RunSummary(
+        version,
+        evaluations,
+        result.epochs,
+        paths,
+        timings,
+        data.n_users,
+        data.n_items,
+        data.fingerprint,
+    )
 
 
 def write_files(artifact: ModelArtifact, outputs: OutputPaths) -> list[Path]:

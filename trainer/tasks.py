@@ -1,9 +1,10 @@
 """Loss tasks, kept apart from the model so objectives can be compared on the same towers.
 
-softmax: in-batch sampled softmax. The other positives of the batch are the negatives; since
-popular videos appear as in-batch negatives more often than uniformly, each logit is corrected by
-subtracting log q(item), the item's sampling probability (Yi et al. 2019). Rows whose item equals
-this row's item are masked, so a duplicate is never a negative of itself.
+softmax: sampled softmax over the batch's items plus a shared set of uniformly drawn videos
+(mixed negative sampling, Yang et al. 2020). In-batch negatives follow popularity, so each logit
+is corrected by subtracting log q(item), its sampling probability (Yi et al. 2019); uniform ones
+reach the tail, which in-batch negatives never do, so rarely-seen videos do not keep random
+vectors that crowd the top K. A row's own item elsewhere in the batch is masked, never a negative.
 
 bce: the brief's pointwise objective: label 1 for train positives, 0 for the SQL negative samples,
 on a learned affine map of the cosine.
@@ -29,25 +30,21 @@ def softmax_loss(
     temperature: float,
     uniform: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Sampled softmax over the batch's items plus optional uniformly drawn videos (mixed
-    negative sampling, Yang et al. 2020): in-batch negatives follow popularity and never reach
-    the tail, so without uniform ones rarely-seen videos keep random vectors that crowd top-K."""
-    all_items = model.item_vectors()
-    user_vec = model.user_vectors(users, leave_out=items, all_items=all_items)
-    logits = user_vec @ all_items[items].T / temperature
+    user_vec = model.user_vectors(users, leave_out=items)
+    logits = user_vec @ model.item_vectors(items).T / temperature
     if log_q is not None:
         logits = logits - log_q[items].unsqueeze(0)
     same_item = items.unsqueeze(0) == items.unsqueeze(1)
     eye = torch.eye(len(items), dtype=torch.bool, device=items.device)
     logits = logits.masked_fill(same_item & ~eye, float("-inf"))
     if uniform is not None and len(uniform):
-        extra = user_vec @ all_items[uniform].T / temperature
+        extra = user_vec @ model.item_vectors(uniform).T / temperature
         if log_q is not None:  # each uniform draw has probability len(uniform) / n_items
-            extra = extra - math.log(len(uniform) / all_items.shape[0])
+            extra = extra - math.log(len(uniform) / model.n_items)
         extra = extra.masked_fill(uniform.unsqueeze(0) == items.unsqueeze(1), float("-inf"))
         logits = torch.cat([logits, extra], dim=1)
-    loss = F.cross_entropy(logits, torch.arange(len(items), device=items.device), reduction="none")
-    return _weighted_mean(loss, weights)
+    target = torch.arange(len(items), device=items.device)
+    return _weighted_mean(F.cross_entropy(logits, target, reduction="none"), weights)
 
 
 class PointwiseHead(nn.Module):
@@ -70,25 +67,12 @@ def bce_loss(
     labels: torch.Tensor,
     weights: torch.Tensor | None,
 ) -> torch.Tensor:
-    all_items = model.item_vectors()
-    # Positives are in the user's history: leave them out; negatives never are.
+    # Positives are in the user's history and are left out of it; negatives never are.
     leave_out = torch.where(labels > 0, items, torch.full_like(items, -1))
-    user_vec = _user_vectors_partial_leave_out(model, users, leave_out, all_items)
-    cosine = (user_vec * all_items[items]).sum(-1)
+    user_vec = model.user_vectors(users, leave_out=leave_out)
+    cosine = (user_vec * model.item_vectors(items)).sum(-1)
     loss = F.binary_cross_entropy_with_logits(head(cosine), labels, reduction="none")
     return _weighted_mean(loss, weights)
-
-
-def _user_vectors_partial_leave_out(
-    model: TwoTower, users: torch.Tensor, leave_out: torch.Tensor, all_items: torch.Tensor
-) -> torch.Tensor:
-    has = leave_out >= 0
-    out = torch.empty(len(users), all_items.shape[1], dtype=all_items.dtype)
-    if has.any():
-        out[has] = model.user_vectors(users[has], leave_out=leave_out[has], all_items=all_items)
-    if (~has).any():
-        out[~has] = model.user_vectors(users[~has], all_items=all_items)
-    return out
 
 
 def _weighted_mean(loss: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:

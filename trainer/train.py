@@ -67,8 +67,11 @@ def fit(data: Dataset, cfg: TrainConfig, progress: bool = True) -> FitResult:
         data.n_users, data.n_items, cfg.embedding_dim, data.train if cfg.history_pooling else None
     ).to(device)
     head = PointwiseHead().to(device)
-    params = list(model.parameters()) + (list(head.parameters()) if cfg.objective == "bce" else [])
-    optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # Embeddings get sparse gradients (only the rows a batch touched): SparseAdam updates just
+    # those rows, so a step costs the same whatever the catalog size.
+    optimizers = [torch.optim.SparseAdam(list(model.parameters()), lr=cfg.lr)]
+    if cfg.objective == "bce":
+        optimizers.append(torch.optim.Adam(head.parameters(), lr=cfg.lr))
     rows = {name: tensor.to(device) for name, tensor in _examples(data, cfg).items()}
     counts = torch.as_tensor(data.item_counts(), dtype=torch.float32, device=device)
     log_q = torch.log(counts / counts.sum()) if cfg.logq_correction else None
@@ -116,16 +119,17 @@ def fit(data: Dataset, cfg: TrainConfig, progress: bool = True) -> FitResult:
                     rows["labels"][idx],
                     weights,
                 )
-            optimizer.zero_grad(set_to_none=True)
+            for optimizer in optimizers:
+                optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
+            for optimizer in optimizers:
+                optimizer.step()
             total += float(loss.detach())
             if step % 20 == 0:
                 bar.set_postfix(loss=f"{total / (step + 1):.4f}")
         result.seconds_per_epoch.append(time.perf_counter() - started)
         model.eval()
-        users_vec, items_vec = model.cpu().export()
-        model.to(device)
+        users_vec, items_vec = model.export()
         metrics = evaluate(embedding_scorer(users_vec, items_vec), data, (10,), valid_users).metrics
         record = {
             "epoch": epoch,

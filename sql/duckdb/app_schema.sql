@@ -38,3 +38,27 @@ create table if not exists model_runs (
     published boolean not null default false,
     notes json
 );
+
+-- A vector for an app user with likes but no reviews, without retraining: the user tower with no
+-- ID embedding is the normalised mean of the liked videos' vectors; normalising does not change
+-- cosine rankings, so the plain average is enough.
+--   select * from recommend_for_likes(['<uuid>', '<uuid>']::uuid[], 10);
+create or replace macro user_vector_from_likes(likes) as (
+    select list(avg_value order by dimension)
+    from (
+        select dims.dimension, avg(e.embedding[dims.dimension]) as avg_value
+        from video_embeddings as e
+        cross join range(1, {dim} + 1) as dims (dimension)
+        where list_contains(likes, e.video_id)
+        group by dims.dimension
+    )
+);
+
+create or replace macro recommend_for_likes(likes, k) as table
+    select v.id as video_id, v.product_url,
+        1 - array_cosine_distance(e.embedding, user_vector_from_likes(likes)::float[{dim}]) as score
+    from video_embeddings as e
+    join videos as v on v.id = e.video_id
+    where not list_contains(likes, e.video_id)
+    order by score desc, e.video_id
+    limit k;

@@ -1,0 +1,54 @@
+"""A new app user from likes: the Python function and the SQL macro give the same vector."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pytest
+
+from tests.conftest import build_duckdb
+from trainer.artifact import load_artifact
+from trainer.cli import main
+
+
+@pytest.fixture(scope="module")
+def published(synth_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("cold")
+    db = tmp / "warehouse.duckdb"
+    build_duckdb(synth_csv, db)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DUCKDB_PATH", str(db))
+        args = ["train", "--epochs", "2", "--quiet", "--embedding-dim", "16"]
+        args += ["--out-model", str(tmp / "two_tower_latest.safetensors")]
+        args += [
+            "--out-video-emb",
+            str(tmp / "v.parquet"),
+            "--out-user-emb",
+            str(tmp / "u.parquet"),
+        ]
+        assert main(args) == 0
+    return tmp
+
+
+def test_python_and_sql_agree_on_a_new_users_vector(published: Path) -> None:
+    artifact = load_artifact(published / "two_tower_latest.safetensors")
+    likes = artifact.video_ids[:3]
+    python_vector = artifact.embed_new_user(likes)
+    con = duckdb.connect(str(published / "warehouse.duckdb"), read_only=True)
+    literal = "[" + ", ".join(f"'{v}'" for v in likes) + "]::uuid[]"
+    sql_vector = np.array(con.execute(f"select user_vector_from_likes({literal})").fetchone()[0])
+    top = con.execute(
+        f"select cast(video_id as varchar) from recommend_for_likes({literal}, 5)"
+    ).fetchall()
+    con.close()
+    assert sql_vector.shape == (256,) and not sql_vector[16:].any()  # zero padding
+    sql_direction = sql_vector[:16] / np.linalg.norm(sql_vector[:16])
+    assert np.allclose(sql_direction, python_vector, atol=1e-5)
+    # The SQL top 5 are the Python top 5 by cosine, likes excluded.
+    scores = artifact.item_vectors @ python_vector
+    order = [
+        artifact.video_ids[i] for i in np.argsort(-scores) if artifact.video_ids[i] not in likes
+    ]
+    assert [row[0] for row in top] == order[:5]
