@@ -8,8 +8,9 @@ DBT := $(BIN)/dbt --no-use-colors
 DBT_ARGS := --project-dir dbt_project --profiles-dir .
 DEMO_REVIEWS ?= 50000
 BENCH_REVIEWS ?= 1000000
+QUALITY_CSV ?= data/reviews.csv
 
-.PHONY: install demo build test lint bench clean
+.PHONY: install demo build test lint bench bench-quality clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +44,9 @@ test: lint
 	$(BIN)/pytest -q
 
 ## Timings and peak memory for load, dbt build, training and write-back at 1M reviews.
+bench-quality: install
+	$(BIN)/python -m benchmarks.quality $(QUALITY_CSV)
+
 bench: install
 	$(BIN)/python -m benchmarks.pipeline --reviews $(BENCH_REVIEWS)
 

@@ -25,6 +25,7 @@ class TrainConfig:
     )
     star_weighting: bool = False  # scale each positive's loss by stars / 5 (the brief's variant)
     history_pooling: bool = True  # user = id embedding + mean of the user's train videos
+    id_dropout: float = 0.0  # share of training rows whose user ID embedding is zeroed
     patience: int = 3  # epochs without a better valid NDCG@10 before stopping
     eval_users: int = 5_000  # users sampled for the per-epoch validation
     final_eval_users: int = 20_000  # users sampled for the final report and the gate (0: all)

@@ -48,12 +48,17 @@ class TwoTower(nn.Module):
         return F.normalize(self.item_embedding(items), dim=-1)
 
     def user_vectors(
-        self, users: torch.Tensor, leave_out: torch.Tensor | None = None
+        self, users: torch.Tensor, leave_out: torch.Tensor | None = None, id_dropout: float = 0.0
     ) -> torch.Tensor:
         """User vectors. `leave_out[b]` (an item id, or -1 for none) is removed from row b's
         history: in training the target is in the user's own history, and the model must not
-        learn to find it there."""
+        learn to find it there. `id_dropout` zeroes the ID embedding of that share of rows
+        (training only), so the history path alone also ranks well: that is all a new app user
+        known by likes has (DropoutNet, Volkovs et al. 2017)."""
         vectors = self.user_embedding(users)
+        if id_dropout > 0 and self.use_history:
+            keep = torch.rand(len(users), device=users.device) >= id_dropout
+            vectors = vectors * keep.unsqueeze(1).to(vectors.dtype)
         if self.use_history:
             vectors = vectors + self._history_mean(users, leave_out)
         return F.normalize(vectors, dim=-1)

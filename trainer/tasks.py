@@ -29,8 +29,9 @@ def softmax_loss(
     log_q: torch.Tensor | None,
     temperature: float,
     uniform: torch.Tensor | None = None,
+    id_dropout: float = 0.0,
 ) -> torch.Tensor:
-    user_vec = model.user_vectors(users, leave_out=items)
+    user_vec = model.user_vectors(users, leave_out=items, id_dropout=id_dropout)
     logits = user_vec @ model.item_vectors(items).T / temperature
     if log_q is not None:
         logits = logits - log_q[items].unsqueeze(0)

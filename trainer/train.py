@@ -109,6 +109,7 @@ def fit(data: Dataset, cfg: TrainConfig, progress: bool = True) -> FitResult:
                     log_q,
                     cfg.temperature,
                     uniform,
+                    cfg.id_dropout,
                 )
             else:
                 loss = bce_loss(
