@@ -46,3 +46,23 @@ def test_training_is_deterministic_for_a_seed() -> None:
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
     c = fit(data, TrainConfig(**{**cfg.to_dict(), "seed": 6}), progress=False).model.export()
     assert not np.array_equal(a[1], c[1])
+
+
+def test_row_order_of_the_split_table_does_not_change_the_dataset() -> None:
+    import polars as pl
+
+    from trainer.data import build_dataset
+
+    splits = pl.DataFrame(
+        {
+            "user_id": ["a", "a", "b", "b", "c"],
+            "video_id": ["v1", "v2", "v1", "v3", "v2"],
+            "split": ["train", "valid", "train", "train", "train"],
+            "weight": [1.0, 0.8, 1.0, 0.8, 1.0],
+        }
+    )
+    one = build_dataset(splits, None)
+    other = build_dataset(splits.reverse(), None)
+    assert np.array_equal(one.train_users, other.train_users)
+    assert np.array_equal(one.train_items, other.train_items)
+    assert one.fingerprint == other.fingerprint

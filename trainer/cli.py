@@ -1,4 +1,4 @@
-"""`python -m trainer [COMMAND]`: synth, load, train (the default), recommend, sql.
+"""`python -m trainer [COMMAND]`: synth, load, train (default), recommend, pipeline, rollback, sql.
 
 Every command takes --target (a profiles.yml output; default: the profile's default, duckdb).
 Problems the user can fix print one clear line on stderr and exit 2, never a traceback.
@@ -42,6 +42,27 @@ def _parser() -> argparse.ArgumentParser:
     who.add_argument("--user", help="reviewer id")
     who.add_argument("--video", help="video id (uuid)")
     rec.add_argument("-k", type=int, default=10)
+
+    pipe = sub.add_parser(
+        "pipeline", help="load -> dbt build -> train -> gate -> publish (the weekly job)"
+    )
+    pipe.add_argument("csv", type=Path, help="the reviews CSV")
+    _target(pipe)
+    pipe.add_argument(
+        "--publish-target", default=None, help="where embeddings go (default: --target)"
+    )
+    pipe.add_argument("--force", action="store_true", help="publish even if the gate fails")
+    pipe.add_argument("--reason", default="", help="why (required with --force; recorded)")
+    pipe.add_argument("--tolerance", type=float, default=0.05,
+                      help="tolerated relative drop against the champion")  # fmt: skip
+    pipe.add_argument("--store-root", type=Path, default=Path("artifacts/models"),
+                      help="local artifact store (when SUPABASE_URL is not set)")  # fmt: skip
+    _train_flags(pipe)
+
+    back = sub.add_parser("rollback", help="make a stored version latest and republish it")
+    back.add_argument("version", help="e.g. two_tower_202611281400")
+    _target(back)
+    back.add_argument("--store-root", type=Path, default=Path("artifacts/models"))
 
     sql = sub.add_parser("sql", help="run a query on the target and print the result")
     _target(sql)
@@ -210,7 +231,38 @@ def _cmd_sql(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pipeline(args: argparse.Namespace) -> int:
+    from trainer.gate import GateConfig
+    from trainer.pipeline import PipelineOptions, run_pipeline
+
+    options = PipelineOptions(
+        csv=args.csv,
+        target=args.target,
+        publish_target=args.publish_target,
+        force=args.force,
+        reason=args.reason,
+        store_root=args.store_root,
+        outputs=OutputPaths(args.out_model, args.out_video_emb, args.out_user_emb),
+        gate=GateConfig(tolerance=args.tolerance),
+        progress=not args.quiet,
+    )
+    result = run_pipeline(options, config_from_args(args))
+    print(result.summary_text)
+    if result.exit_code:
+        print(f"error: pipeline did not publish {result.version}", file=sys.stderr)
+    return result.exit_code
+
+
+def _cmd_rollback(args: argparse.Namespace) -> int:
+    from trainer.pipeline import rollback
+
+    print(rollback(args.version, args.target, args.store_root))
+    return 0
+
+
 COMMAND_HANDLERS = {
+    "pipeline": _cmd_pipeline,
+    "rollback": _cmd_rollback,
     "sql": _cmd_sql,
     "synth": _cmd_synth,
     "load": _cmd_load,

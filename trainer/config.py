@@ -14,7 +14,7 @@ class TrainConfig:
     embedding_dim: int = 64
     epochs: int = 30
     batch_size: int = 1024
-    lr: float = 0.01
+    lr: float = 0.03
     # softmax: in-batch sampled softmax with log-Q correction (Yi et al. 2019);
     # bce: the brief's pointwise objective on positives + the SQL negative samples.
     objective: Objective = "softmax"

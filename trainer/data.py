@@ -97,7 +97,10 @@ def build_dataset(splits: pl.DataFrame, negatives: pl.DataFrame | None) -> Datas
     n_users = users.height
 
     def indexed(frame: pl.DataFrame) -> pl.DataFrame:
-        return frame.join(user_index, on="user_id").join(video_index, on="video_id", how="left")
+        # Sorted, because neither SQL nor polars joins promise an order, and the training
+        # batches (a seeded permutation of these rows) must not depend on it.
+        joined = frame.join(user_index, on="user_id").join(video_index, on="video_id", how="left")
+        return joined.sort("u", "i", "video_id", nulls_last=True)
 
     tr = indexed(train)
     va = indexed(splits.filter(pl.col("split") == "valid"))

@@ -75,3 +75,14 @@ def report_tables(evaluations: dict) -> str:
             )
         )
     return "\n".join(out)
+
+
+def markdown_table(evaluations: dict) -> str:
+    """The metrics table as GitHub Markdown (job summaries)."""
+    head = ["model", *METRIC_COLUMNS, "recall@10 95% CI"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, result in evaluations.items():
+        low, high = result.intervals.get("recall@10", (float("nan"), float("nan")))
+        cells = [_fmt(result.metrics.get(c, float("nan"))) for c in METRIC_COLUMNS]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | [{low:.4f}, {high:.4f}] |")
+    return "\n".join(lines)

@@ -61,14 +61,23 @@ def evaluate_all(
     }
 
 
-def train_run(
-    warehouse: Warehouse,
-    cfg: TrainConfig,
-    outputs: OutputPaths,
-    publish: bool = True,
-    progress: bool = True,
-    version: str | None = None,
-) -> RunSummary:
+@dataclass
+class Trained:
+    """A trained and evaluated model, not yet written anywhere."""
+
+    data: Dataset
+    artifact: ModelArtifact
+    evaluations: dict[str, EvalResult]
+    epochs: list[dict]
+    timings: dict[str, float]
+    started_at: datetime
+
+
+def train_and_evaluate(
+    warehouse: Warehouse, cfg: TrainConfig, progress: bool = True, version: str | None = None
+) -> Trained:
+    """Read the marts, fit, export vectors, evaluate beside the baselines."""
+    started_at = utc_now()
     timings: dict[str, float] = {}
     started = time.perf_counter()
     data = read_dataset(warehouse, with_negatives=cfg.objective == "bce")
@@ -79,20 +88,16 @@ def train_run(
             f"and {data.n_items:,} videos",
             flush=True,
         )
-
     started = time.perf_counter()
     result = fit(data, cfg, progress=progress)
     timings["train_seconds"] = time.perf_counter() - started
     user_vectors, item_vectors = result.model.export()
-
     started = time.perf_counter()
     evaluations = evaluate_all(data, user_vectors, item_vectors, cfg)
     timings["evaluate_seconds"] = time.perf_counter() - started
     metrics = {name: r.summary() for name, r in evaluations.items()}
-
-    version = version or new_version()
     artifact = ModelArtifact(
-        version=version,
+        version=version or new_version(),
         config=cfg.to_dict(),
         user_ids=data.user_ids,
         video_ids=data.video_ids,
@@ -104,31 +109,63 @@ def train_run(
         fingerprint=data.fingerprint,
         tensors={k: v.detach().clone() for k, v in result.model.state_dict().items()},
     )
+    return Trained(data, artifact, evaluations, result.epochs, timings, started_at)
+
+
+def publish_artifact(warehouse: Warehouse, artifact: ModelArtifact) -> None:
+    """Replace the embedding tables with the artifact's vectors (one transaction)."""
+    warehouse.publish_embeddings(
+        (artifact.video_ids, artifact.item_vectors),
+        (artifact.user_ids, artifact.user_vectors),
+        artifact.version,
+    )
+
+
+def run_record(trained: Trained, target: str, **fields: object) -> dict:
+    """The model_runs row of a run (fields override or extend the defaults)."""
+    return {
+        "model_version": trained.artifact.version,
+        "started_at": trained.started_at,
+        "finished_at": utc_now(),
+        "target": target,
+        "data_fingerprint": trained.data.fingerprint,
+        "config": trained.artifact.config,
+        "metrics": {name: r.summary() for name, r in trained.evaluations.items()},
+        "published": False,
+        **fields,
+    }
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def train_run(
+    warehouse: Warehouse,
+    cfg: TrainConfig,
+    outputs: OutputPaths,
+    publish: bool = True,
+    progress: bool = True,
+    version: str | None = None,
+    target: str = "",
+) -> RunSummary:
+    """`python -m trainer train`: train, evaluate, write files and (by default) publish."""
+    trained = train_and_evaluate(warehouse, cfg, progress, version)
+    timings = trained.timings
     started = time.perf_counter()
-    paths = write_files(artifact, outputs)
+    paths = write_files(trained.artifact, outputs)
     timings["write_files_seconds"] = time.perf_counter() - started
     if publish:
         started = time.perf_counter()
-        warehouse.publish_embeddings(
-            (data.video_ids, item_vectors), (data.user_ids, user_vectors), version
-        )
+        publish_artifact(warehouse, trained.artifact)
         timings["publish_seconds"] = time.perf_counter() - started
-    warehouse.record_run(
-        {
-            "model_version": version,
-            "started_at": datetime.now(UTC).replace(tzinfo=None),
-            "finished_at": datetime.now(UTC).replace(tzinfo=None),
-            "data_fingerprint": data.fingerprint,
-            "config": cfg.to_dict(),
-            "metrics": metrics,
-            "published": publish,
-            "notes": {"timings": timings, "epochs": result.epochs},
-        }
-    )
+    notes = {"timings": timings, "epochs": trained.epochs, "command": "train"}
+    warehouse.record_run(run_record(trained, target, published=publish, notes=notes))
+    data = trained.data
     return RunSummary(
-        version,
-        evaluations,
-        result.epochs,
+        trained.artifact.version,
+        trained.evaluations,
+        trained.epochs,
         paths,
         timings,
         data.n_users,
