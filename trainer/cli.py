@@ -88,6 +88,8 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--uniform-negatives", type=int, default=DEFAULTS.uniform_negatives)
     p.add_argument("--star-weighting", action="store_true", help="weight positives by stars / 5")
     p.add_argument("--no-history", dest="history_pooling", action="store_false")
+    p.add_argument("--id-dropout", type=float, default=DEFAULTS.id_dropout,
+                   help="share of rows trained without the user ID (cold start)")  # fmt: skip
     p.add_argument("--patience", type=int, default=DEFAULTS.patience)
     p.add_argument("--seed", type=int, default=DEFAULTS.seed)
     p.add_argument("--device", default=DEFAULTS.device, help="auto, cpu or cuda")
