@@ -36,10 +36,31 @@ def dbt_command(target: Target, *args: str, variables: dict | None = None) -> li
     return command
 
 
+PG_VARIABLES = {
+    "host": "PGHOST",
+    "port": "PGPORT",
+    "user": "PGUSER",
+    "password": "PGPASSWORD",
+    "dbname": "PGDATABASE",
+    "sslmode": "PGSSLMODE",
+}
+
+
 def dbt_env(target: Target) -> dict[str, str]:
+    """The environment dbt renders profiles.yml from: the trainer's own, so both reach the same
+    database. DATABASE_URL (which the trainer prefers) is spelt out as PG* variables for dbt."""
     env = dict(os.environ)
     if target.kind == "duckdb":
         env["DUCKDB_PATH"] = str(target.duckdb_path)
+    url = env.get("DATABASE_URL", "").strip()
+    if target.kind == "postgres" and url:
+        from psycopg.conninfo import conninfo_to_dict
+
+        try:
+            parts = conninfo_to_dict(url)
+        except Exception:
+            raise UserError("DATABASE_URL is not a valid Postgres connection string") from None
+        env.update({PG_VARIABLES[k]: str(v) for k, v in parts.items() if k in PG_VARIABLES})
     env.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
     return env
 
