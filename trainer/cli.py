@@ -64,6 +64,10 @@ def _parser() -> argparse.ArgumentParser:
     _target(back)
     back.add_argument("--store-root", type=Path, default=Path("artifacts/models"))
 
+    migrate = sub.add_parser("migrate", help="create or update the app tables and functions")
+    _target(migrate)
+    migrate.add_argument("--column-dim", type=int, default=256, help="embedding column dimension")
+
     sql = sub.add_parser("sql", help="run a query on the target and print the result")
     _target(sql)
     sql.add_argument("query")
@@ -262,7 +266,19 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    from trainer.profiles import load_target
+    from trainer.warehouse import connect
+
+    target = load_target(args.target)
+    with connect(target) as warehouse:
+        warehouse.ensure_app_schema(args.column_dim)
+    print(f"migrated {target.name}: app tables, functions and grants are in place")
+    return 0
+
+
 COMMAND_HANDLERS = {
+    "migrate": _cmd_migrate,
     "pipeline": _cmd_pipeline,
     "rollback": _cmd_rollback,
     "sql": _cmd_sql,

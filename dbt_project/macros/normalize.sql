@@ -28,8 +28,22 @@
 {#- A decimal number from text, or null when the text is not one. The same regular expression
     decides on both engines, so '4.0', ' 5 ' and '+3' parse while '4,5', '1e1' and 'NaN' do not. -#}
 {% macro parse_decimal(expr) -%}
+    {{ return(adapter.dispatch('parse_decimal', 'reviews_two_tower')(expr)) }}
+{%- endmacro %}
+
+{% macro default__parse_decimal(expr) -%}
     case
         when {{ regexp_test('trim(' ~ expr ~ ')', '^[+-]?[0-9]{1,9}([.][0-9]{1,9})?$') }}
             then cast(trim({{ expr }}) as decimal(18, 9))
+    end
+{%- endmacro %}
+
+{#- Postgres numerics keep their scale ('4' as decimal(18, 9) is 4.000000000); trim_scale gives
+    the same value with the scale it was written with (4, 4.5), so results read the same as
+    DuckDB's and as the unit tests' expectations. -#}
+{% macro postgres__parse_decimal(expr) -%}
+    case
+        when {{ regexp_test('trim(' ~ expr ~ ')', '^[+-]?[0-9]{1,9}([.][0-9]{1,9})?$') }}
+            then trim_scale(cast(trim({{ expr }}) as decimal(18, 9)))
     end
 {%- endmacro %}

@@ -1,0 +1,123 @@
+-- 003: the serving functions, called by the app (supabase.rpc('recommend_videos', ...)), by
+-- `python -m trainer recommend --target postgres` and by analysts.
+--
+-- Both are `security invoker` (the caller's grants and RLS apply) with an empty search_path, so
+-- every name below is schema-qualified, operators included (pgvector may live in `extensions`).
+-- They read the dbt mart {marts_schema}.interactions, which need not exist yet when this runs
+-- (the migrator sets check_function_bodies = off for the transaction).
+--
+-- ANN settings travel with the functions (SET clauses): each publish rebuilds the index and
+-- retunes ivfflat.probes on both functions in the same transaction (see
+-- trainer/warehouse/postgres.py:ivfflat_probes and the rebuild_vector_index dbt macro).
+-- Iterative index scans (pgvector >= 0.8) keep returning rows until k survive the filters
+-- (already reviewed, the query video itself); plan_cache_mode = force_custom_plan plans each
+-- call with its real k, so the planner picks the ANN index instead of a sort of the table.
+
+create or replace function public.recommend_videos(p_user_id text, k integer default 10)
+returns table (video_id uuid, product_url text, score double precision)
+language sql
+stable
+security invoker
+set search_path = ''
+set plan_cache_mode = force_custom_plan
+set ivfflat.probes = 10
+set ivfflat.iterative_scan = relaxed_order
+set hnsw.ef_search = 400
+set hnsw.iterative_scan = relaxed_order
+as $$
+    with
+
+    me as materialized (
+        select u.embedding
+        from public.user_embeddings as u
+        where u.user_id = p_user_id
+    ),
+
+    reviewed as materialized (
+        select i.video_id
+        from {marts_schema}.interactions as i
+        where i.user_id = p_user_id and i.video_id is not null
+    ),
+
+    -- Users with a vector: nearest videos by cosine distance, through the ANN index.
+    nearest as materialized (
+        select
+            e.video_id,
+            e.embedding operator({vector_schema}.<=>) (select me.embedding from me) as distance
+        from public.video_embeddings as e
+        where
+            exists (select 1 from me)
+            and e.video_id not in (select r.video_id from reviewed as r)
+        order by e.embedding operator({vector_schema}.<=>) (select me.embedding from me)
+        limit k
+    ),
+
+    -- Users without one (no train positive yet, or unknown to the model): the most liked
+    -- published videos they have not reviewed (public.popular_videos, ranked at publish).
+    popular as materialized (
+        select
+            p.video_id,
+            p.positives::double precision as score
+        from public.popular_videos as p
+        where
+            not exists (select 1 from me)
+            and p.video_id not in (select r.video_id from reviewed as r)
+        order by p.positives desc, p.video_id
+        limit k
+    )
+
+    select n.video_id, v.product_url, 1 - n.distance as score
+    from nearest as n
+    inner join public.videos as v on v.id = n.video_id
+    union all
+    select p.video_id, v.product_url, p.score
+    from popular as p
+    inner join public.videos as v on v.id = p.video_id
+    order by 3 desc, 1
+    limit k
+$$;
+
+comment on function public.recommend_videos(text, integer) is
+    'reviews_two_tower: top-k videos for a reviewer by cosine similarity of the published '
+    'embeddings, excluding videos the user reviewed; the most liked videos for a user without '
+    'an embedding';
+
+create or replace function public.similar_videos(p_video_id uuid, k integer default 10)
+returns table (video_id uuid, product_url text, score double precision)
+language sql
+stable
+security invoker
+set search_path = ''
+set plan_cache_mode = force_custom_plan
+set ivfflat.probes = 10
+set ivfflat.iterative_scan = relaxed_order
+set hnsw.ef_search = 400
+set hnsw.iterative_scan = relaxed_order
+as $$
+    with
+
+    query as materialized (
+        select q.embedding
+        from public.video_embeddings as q
+        where q.video_id = p_video_id
+    ),
+
+    nearest as materialized (
+        select
+            e.video_id,
+            e.embedding operator({vector_schema}.<=>) (select query.embedding from query)
+                as distance
+        from public.video_embeddings as e
+        where exists (select 1 from query) and e.video_id <> p_video_id
+        order by e.embedding operator({vector_schema}.<=>) (select query.embedding from query)
+        limit k
+    )
+
+    select n.video_id, v.product_url, 1 - n.distance as score
+    from nearest as n
+    inner join public.videos as v on v.id = n.video_id
+    order by 3 desc, 1
+$$;
+
+comment on function public.similar_videos(uuid, integer) is
+    'reviews_two_tower: the k published videos closest to one video (cosine)';
