@@ -59,6 +59,18 @@ class PipelineResult:
     exit_code: int
 
 
+@dataclass
+class Outcome:
+    """What one run did: reported to model_runs, stdout, the job summary and the webhook."""
+
+    trained: Trained
+    verdict: Verdict
+    published: bool
+    error: str | None
+    stages: dict[str, float]
+    had_champion: bool
+
+
 @contextmanager
 def stage(stages: dict[str, float], name: str, progress: bool) -> Iterator[None]:
     if progress:
@@ -105,9 +117,9 @@ def run_pipeline(options: PipelineOptions, cfg: TrainConfig) -> PipelineResult:
                         published, error = publish(store, warehouse, trained, options)
                     except Exception as exc:  # recorded and reported below, then exit 1
                         error = f"publish failed, nothing was published: {exc}"
-            record_and_report(warehouse, trained, verdict, published, error, stages, options,
-                              champion is not None, publish_target.name)  # fmt: skip
-    text = summary_text(trained, verdict, published, error, stages, options)
+            outcome = Outcome(trained, verdict, published, error, stages, champion is not None)
+            record_and_report(warehouse, outcome, options, publish_target.name)
+    text = summary_text(outcome, options)
     exit_code = 0 if published and error is None else 1
     return PipelineResult(trained.artifact.version, verdict, published, stages, text, exit_code)
 
@@ -150,23 +162,18 @@ def publish(
 
 
 def record_and_report(
-    warehouse: Warehouse,
-    trained: Trained,
-    verdict: Verdict,
-    published: bool,
-    error: str | None,
-    stages: dict[str, float],
-    options: PipelineOptions,
-    had_champion: bool,
-    target: str,
+    warehouse: Warehouse, outcome: Outcome, options: PipelineOptions, target: str
 ) -> None:
+    trained, verdict, published, error, stages = (
+        outcome.trained, outcome.verdict, outcome.published, outcome.error, outcome.stages
+    )  # fmt: skip
     forced = options.force and not verdict.passed
     notes = {
         "stages_seconds": stages,
         "timings": trained.timings,
         "epochs": trained.epochs,
         "gate": verdict.checks,
-        "had_champion": had_champion,
+        "had_champion": outcome.had_champion,
         "forced": forced,
         "force_reason": options.reason if options.force else None,
         "error": error,
@@ -209,14 +216,10 @@ def record_and_report(
             out.write(markdown_table(trained.evaluations) + "\n")
 
 
-def summary_text(
-    trained: Trained,
-    verdict: Verdict,
-    published: bool,
-    error: str | None,
-    stages: dict[str, float],
-    options: PipelineOptions,
-) -> str:
+def summary_text(outcome: Outcome, options: PipelineOptions) -> str:
+    trained, verdict, published, error, stages = (
+        outcome.trained, outcome.verdict, outcome.published, outcome.error, outcome.stages
+    )  # fmt: skip
     lines = [
         "",
         f"model {trained.artifact.version} on {trained.data.n_users:,} users, "
