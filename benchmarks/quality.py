@@ -148,7 +148,7 @@ def run(
     rows = []
     for name, (params, fitted) in models.items():
         w = evaluate(fitted.warm, warm, (10,)).metrics
-        c = evaluate(rows_scorer_from(fitted, cold), cold, (10,)).metrics
+        c = evaluate(fitted.cold(cold.train), cold, (10,)).metrics
         rows.append([name, w["recall@10"], w["ndcg@10"], w["map@10"], w["coverage@10"],
                      c["recall@10"], fitted.train_seconds, params])  # fmt: skip
     header = (
@@ -161,10 +161,6 @@ def run(
          "train s", "chosen on valid"],
         rows,
     )  # fmt: skip
-
-
-def rows_scorer_from(fitted: Fitted, cold: Dataset):
-    return fitted.cold(cold.train)
 
 
 def main() -> None:

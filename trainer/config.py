@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -44,4 +44,3 @@ class OutputPaths:
     out_model: Path = Path("artifacts/two_tower_latest.safetensors")
     out_video_emb: Path = Path("artifacts/video_embeddings.parquet")
     out_user_emb: Path = Path("artifacts/user_embeddings.parquet")
-    extra: dict = field(default_factory=dict)

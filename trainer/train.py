@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 import random
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -59,8 +60,6 @@ def _examples(data: Dataset, cfg: TrainConfig) -> dict[str, torch.Tensor]:
 
 def fit(data: Dataset, cfg: TrainConfig, progress: bool = True) -> FitResult:
     """Train on data.train, validate on data.valid each epoch; return the best model by NDCG@10."""
-    import time
-
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
     model = TwoTower(

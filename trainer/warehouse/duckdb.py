@@ -96,18 +96,17 @@ class DuckDBWarehouse(Warehouse):
         users: tuple[list[str], np.ndarray],
         model_version: str,
     ) -> None:
-        frames = {
-            "video_embeddings": _vectors_table("video_id", *videos, self, "video_embeddings"),
-            "user_embeddings": _vectors_table("user_id", *users, self, "user_embeddings"),
-        }
+        # (table, key column, key expression, ids, vectors): one statement shape for both.
+        tables = [
+            ("video_embeddings", "video_id", "cast(video_id as uuid)", *videos),
+            ("user_embeddings", "user_id", "user_id", *users),
+        ]
         con = self.con
         self.execute("begin transaction")
         try:
-            for table, frame in frames.items():
-                key = "video_id" if table == "video_embeddings" else "user_id"
-                key_sql = "cast(video_id as uuid)" if key == "video_id" else "user_id"
+            for table, key, key_sql, ids, matrix in tables:
                 dim = self.embedding_column_dim(table)
-                con.register("vectors_in", frame)
+                con.register("vectors_in", _vectors_table(key, ids, pad_to(matrix, dim, table)))
                 self.execute(f"delete from {table}")
                 self.execute(
                     f"insert into {table} ({key}, embedding, model_version, updated_at) "
@@ -193,10 +192,7 @@ _POPULAR_SQL = """
     limit ?"""
 
 
-def _vectors_table(
-    key: str, ids: list[str], matrix: np.ndarray, warehouse: DuckDBWarehouse, table: str
-) -> pa.Table:
-    padded = pad_to(matrix, warehouse.embedding_column_dim(table), table)
+def _vectors_table(key: str, ids: list[str], padded: np.ndarray) -> pa.Table:
     flat = pa.array(padded.reshape(-1), type=pa.float32())
     vectors = pa.FixedSizeListArray.from_arrays(flat, padded.shape[1])
     return pa.table({key: pa.array(ids, type=pa.string()), "embedding": vectors})
