@@ -52,6 +52,18 @@ create table if not exists public.popular_videos (
 
 create index if not exists popular_videos_rank on public.popular_videos (positives desc, video_id);
 
+-- Every (reviewer, video) pair of the published model's data, whatever the stars:
+-- recommend_videos never suggests these. Refreshed by each publish in the same transaction as
+-- the vectors, so serving reads nothing from the marts, and a production database that only
+-- receives publishes (the snapshot flow: train on a restored copy) needs no marts at all.
+-- No foreign key: with ingest_videos off a reviewed product may have no videos row, and an
+-- exclusion list with a dangling id is harmless.
+create table if not exists public.reviewed_videos (
+    user_id text not null,
+    video_id uuid not null,
+    primary key (user_id, video_id)
+);
+
 -- One row per training run (published or not), written by the trainer.
 create table if not exists public.model_runs (
     model_version text primary key,
@@ -73,4 +85,6 @@ comment on table public.user_embeddings is
     'reviews_two_tower: user-tower vectors of the same model version as video_embeddings';
 comment on table public.popular_videos is
     'reviews_two_tower: positive interactions per published video, refreshed by each publish';
+comment on table public.reviewed_videos is
+    'reviews_two_tower: what each reviewer reviewed, excluded by recommend_videos; refreshed by each publish';
 comment on table public.model_runs is 'reviews_two_tower: one row per training run';

@@ -3,8 +3,9 @@
 --
 -- Both are `security invoker` (the caller's grants and RLS apply) with an empty search_path, so
 -- every name below is schema-qualified, operators included (pgvector may live in `extensions`).
--- They read the dbt mart {marts_schema}.interactions, which need not exist yet when this runs
--- (the migrator sets check_function_bodies = off for the transaction).
+-- They read only public tables that each publish refreshes (the videos a user reviewed come from
+-- public.reviewed_videos, not from the dbt marts), so they also serve from a production database
+-- that holds no marts.
 --
 -- ANN settings travel with the functions (SET clauses): each publish rebuilds the index and
 -- retunes ivfflat.probes on both functions in the same transaction (see
@@ -34,9 +35,9 @@ as $$
     ),
 
     reviewed as materialized (
-        select i.video_id
-        from {marts_schema}.interactions as i
-        where i.user_id = p_user_id and i.video_id is not null
+        select r.video_id
+        from public.reviewed_videos as r
+        where r.user_id = p_user_id
     ),
 
     -- Users with a vector: nearest videos by cosine distance, through the ANN index.

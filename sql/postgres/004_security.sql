@@ -1,15 +1,15 @@
 -- 004: grants and row level security, as a Supabase project expects them.
 --
 --   anon           read videos, video_embeddings, popular_videos; execute both functions (a
---                  visitor gets the popular list: no user_embeddings row is visible to anon)
---   authenticated  read those and user_embeddings; execute both functions
+--                  visitor gets the popular list: no user_embeddings or reviewed_videos row is
+--                  visible to anon)
+--   authenticated  read those, user_embeddings and reviewed_videos; execute both functions
 --   service_role   read and write everything here (the trainer's publish, Edge Functions)
 --   public         nothing: execute on the functions is revoked from PUBLIC
 --
--- The functions are security invoker, so the API roles also get read access to the dbt marts
--- schema {marts_schema} (default privileges cover tables dbt creates later, provided dbt runs
--- as the role that applies these migrations). That schema is not in PostgREST's exposed
--- schemas: clients reach it only through the functions. Keep it out of `db_schemas`.
+-- The functions read only public tables, so the API roles need nothing in the dbt marts schema
+-- {marts_schema}; earlier versions granted them read access there, which is taken back below.
+-- Keep that schema out of PostgREST's `db_schemas`.
 --
 -- The roles exist on Supabase; on plain Postgres grants and policies are made only for the
 -- roles that exist, so the same files apply anywhere.
@@ -18,6 +18,7 @@ alter table public.video_embeddings enable row level security;
 alter table public.user_embeddings enable row level security;
 alter table public.model_runs enable row level security;
 alter table public.popular_videos enable row level security;
+alter table public.reviewed_videos enable row level security;
 
 revoke all on function public.recommend_videos(text, integer) from public;
 revoke all on function public.similar_videos(uuid, integer) from public;
@@ -29,7 +30,7 @@ declare
         false
     );
     our_tables text[] := array[
-        'video_embeddings', 'user_embeddings', 'model_runs', 'popular_videos'
+        'video_embeddings', 'user_embeddings', 'model_runs', 'popular_videos', 'reviewed_videos'
     ];
     api_role text;
     tbl text;
@@ -53,20 +54,24 @@ begin
             'grant execute on function public.similar_videos(uuid, integer) to %I', api_role
         );
 
-        -- the marts the invoker functions read
-        execute format('grant usage on schema %I to %I', '{marts_schema_name}', api_role);
-        execute format(
-            'grant select on all tables in schema %I to %I', '{marts_schema_name}', api_role
-        );
-        execute format(
-            'alter default privileges in schema %I grant select on tables to %I',
-            '{marts_schema_name}', api_role
-        );
+        -- the marts: no longer read by the functions, so no access for the API roles (unless
+        -- someone builds the marts into public itself, which is then left alone)
+        if '{marts_schema_name}' <> 'public' then
+            execute format(
+                'alter default privileges in schema %I revoke select on tables from %I',
+                '{marts_schema_name}', api_role
+            );
+            execute format(
+                'revoke select on all tables in schema %I from %I', '{marts_schema_name}',
+                api_role
+            );
+            execute format('revoke usage on schema %I from %I', '{marts_schema_name}', api_role);
+        end if;
 
         if api_role = 'service_role' then
             execute 'grant select, insert, update, delete on public.video_embeddings, '
-                || 'public.user_embeddings, public.model_runs, public.popular_videos '
-                || 'to service_role';
+                || 'public.user_embeddings, public.model_runs, public.popular_videos, '
+                || 'public.reviewed_videos to service_role';
             if ours_videos then
                 execute 'grant select, insert, update, delete on public.videos to service_role';
             end if;
@@ -85,15 +90,16 @@ begin
         -- back here, and model_runs is for the service role only.
         execute format(
             'revoke insert, update, delete, truncate on public.video_embeddings, '
-            || 'public.user_embeddings, public.model_runs, public.popular_videos from %I',
+            || 'public.user_embeddings, public.model_runs, public.popular_videos, '
+            || 'public.reviewed_videos from %I',
             api_role
         );
         execute format('revoke select on public.model_runs from %I', api_role);
-        -- select on user_embeddings for anon too, so the invoker function can run for it;
-        -- RLS gives anon no rows there (no policy), hence the popular fallback.
+        -- select on user_embeddings and reviewed_videos for anon too, so the invoker function
+        -- can run for it; RLS gives anon no rows there (no policy), hence the popular fallback.
         execute format(
             'grant select on public.video_embeddings, public.user_embeddings, '
-            || 'public.popular_videos to %I', api_role
+            || 'public.popular_videos, public.reviewed_videos to %I', api_role
         );
         foreach tbl in array array['video_embeddings', 'popular_videos'] loop
             execute format('drop policy if exists %I on public.%I', api_role || '_read', tbl);
@@ -105,6 +111,9 @@ begin
         if api_role = 'authenticated' then
             execute 'drop policy if exists authenticated_read on public.user_embeddings';
             execute 'create policy authenticated_read on public.user_embeddings for select '
+                || 'to authenticated using (true)';
+            execute 'drop policy if exists authenticated_read on public.reviewed_videos';
+            execute 'create policy authenticated_read on public.reviewed_videos for select '
                 || 'to authenticated using (true)';
         end if;
         if ours_videos then

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from trainer.profiles import Target
-from trainer.warehouse.base import RawLoad, Recommendation, Warehouse
+from trainer.warehouse.base import RawLoad, Recommendation, ServingTables, Warehouse
 
 
 def connect(target: Target, read_only: bool = False) -> Warehouse:
@@ -19,4 +19,4 @@ def connect(target: Target, read_only: bool = False) -> Warehouse:
     raise ValueError(f"unsupported target type {target.kind!r}")
 
 
-__all__ = ["RawLoad", "Recommendation", "Warehouse", "connect"]
+__all__ = ["RawLoad", "Recommendation", "ServingTables", "Warehouse", "connect"]

@@ -31,6 +31,20 @@ class RawLoad:
 
 
 @dataclass(frozen=True)
+class ServingTables:
+    """What serving needs besides the vectors, read from the marts of the database that trained.
+
+    Publishing to another database (the snapshot flow: train on a restored copy, publish to
+    production) carries these along, since production holds no marts. Publishing where the marts
+    are, the backend takes them from its own `interactions` instead.
+    """
+
+    videos: pa.Table  # id (uuid text), product_url: registered videos the data refers to
+    reviewed: pa.Table  # user_id, video_id: every reviewed pair (recommend never suggests them)
+    positives: pa.Table  # video_id, positives: positive reviews per video (the popular ranking)
+
+
+@dataclass(frozen=True)
 class Recommendation:
     video_id: str
     product_url: str
@@ -73,10 +87,13 @@ class Warehouse(ABC):
         videos: tuple[list[str], np.ndarray],
         users: tuple[list[str], np.ndarray],
         model_version: str,
+        serving: ServingTables | None = None,
     ) -> None:
         """Replace both embedding tables with one model version's vectors, atomically.
 
         Vectors narrower than the column are zero-padded (cosine is unchanged); wider is an error.
+        `serving` (from another database's marts) also registers its videos here and refreshes
+        what serving reads beside the vectors, in the same transaction.
         """
 
     @abstractmethod

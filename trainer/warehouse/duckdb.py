@@ -20,6 +20,7 @@ from trainer.warehouse.base import (
     DEFAULT_COLUMN_DIM,
     RawLoad,
     Recommendation,
+    ServingTables,
     Warehouse,
     pad_to,
 )
@@ -95,7 +96,13 @@ class DuckDBWarehouse(Warehouse):
         videos: tuple[list[str], np.ndarray],
         users: tuple[list[str], np.ndarray],
         model_version: str,
+        serving: ServingTables | None = None,
     ) -> None:
+        if serving is not None:
+            raise UserError(
+                "a DuckDB warehouse is published to only where it was trained (its marts are "
+                "what recommend reads); publish to another Postgres target instead"
+            )
         # (table, key column, key expression, ids, vectors): one statement shape for both.
         tables = [
             ("video_embeddings", "video_id", "cast(video_id as uuid)", *videos),

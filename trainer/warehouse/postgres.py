@@ -3,14 +3,15 @@
 Where things live (see sql/postgres/):
   - raw.reviews, raw.load_rejects, raw.loads  the CSV load (COPY), replaced in one transaction
   - <target schema> (PGSCHEMA, default recsys)  the dbt marts; not exposed by Supabase's API
-  - public.videos, video_embeddings, user_embeddings, popular_videos, model_runs  app tables
+  - public.videos, video_embeddings, user_embeddings, popular_videos, reviewed_videos,
+    model_runs  app tables (serving reads only these: production needs no marts)
   - public.recommend_videos(), public.similar_videos()  serving functions (security invoker)
 
 Data moves in bulk both ways: COPY (CSV) for the raw load and for reads into polars, binary COPY
 for the embedding write-back. A publish is one transaction under an advisory lock: stage, upsert,
-delete the rows of other versions, rank popular_videos, rebuild the ANN index and retune the
-functions' probes. A reader sees the old set or the new one, never a mix; a publish that dies
-midway changes nothing.
+delete the rows of other versions, refresh reviewed_videos and popular_videos, rebuild the ANN
+index and retune the functions' probes. A reader sees the old set or the new one, never a mix;
+a publish that dies midway changes nothing.
 
 Every query runs in a short transaction that sets search_path (marts, then public) locally, so
 unqualified names behave like DuckDB's and the code is correct behind a transaction pooler
@@ -45,6 +46,7 @@ from trainer.warehouse.base import (
     DEFAULT_COLUMN_DIM,
     RawLoad,
     Recommendation,
+    ServingTables,
     Warehouse,
     pad_to,
 )
@@ -98,24 +100,27 @@ class ConnectionSettings:
     conninfo: str
     pooler: bool  # a transaction pooler: no prepared statements
     described: str  # where we connect, without the password, for messages
+    env_prefix: str = ""  # of the target's variables (PROD_ for prod), for messages
 
 
 def connection_settings(
     target: Target, environ: dict[str, str] | None = None
 ) -> ConnectionSettings:
-    """DATABASE_URL when set, else the target's host/port/user/password/dbname (PG* variables).
+    """The target's DSN variable when set (DATABASE_URL for `postgres`, PROD_DATABASE_URL for
+    `prod`: Target.url_variable), else its host/port/user/password/dbname from profiles.yml.
 
     A host that is a directory is a unix socket directory. The pooler mode (no prepared
     statements) is on for port 6543 (Supabase's transaction pooler) or PG_POOLER=1.
     """
     env = os.environ if environ is None else environ
-    url = env.get("DATABASE_URL", "").strip()
+    variable = target.url_variable
+    url = env.get(variable, "").strip()
     if url:
         try:
             parts = conninfo_to_dict(url)
         except psycopg.ProgrammingError as exc:
             raise UserError(
-                f"DATABASE_URL is not a valid Postgres connection string ({_scrub(str(exc), url)})"
+                f"{variable} is not a valid Postgres connection string ({_scrub(str(exc), url)})"
             ) from None
         conninfo = url
     else:
@@ -139,7 +144,7 @@ def connection_settings(
         f"{parts.get('user') or '(default user)'}@{parts.get('host') or '(default host)'}"
         f":{port}/{parts.get('dbname') or '(default db)'}"
     )
-    return ConnectionSettings(conninfo, pooler, described)
+    return ConnectionSettings(conninfo, pooler, described, target.env_prefix)
 
 
 def _scrub(message: str, *secrets: str | None) -> str:
@@ -215,8 +220,12 @@ class PostgresWarehouse(Warehouse):
             detail = _scrub(str(exc).strip(), password, settings.conninfo).splitlines()
             raise UserError(
                 f"cannot connect to Postgres at {settings.described}: "
-                f"{' '.join(line.strip() for line in detail if line.strip())}. Check DATABASE_URL "
-                "or PGHOST/PGPORT/PGUSER/PGPASSWORD/PGDATABASE"
+                f"{' '.join(line.strip() for line in detail if line.strip())}. Check "
+                f"{settings.env_prefix}DATABASE_URL or "
+                + "/".join(
+                    f"{settings.env_prefix}PG{part}"
+                    for part in ("HOST", "PORT", "USER", "PASSWORD", "DATABASE")
+                )
             ) from None
         self._search_path = f"{_quote_ident(schema)}, {APP_SCHEMA}"
         self._vector_schema: str | None = None
@@ -413,14 +422,16 @@ class PostgresWarehouse(Warehouse):
         videos: tuple[list[str], np.ndarray],
         users: tuple[list[str], np.ndarray],
         model_version: str,
+        serving: ServingTables | None = None,
     ) -> None:
         """Replace both embedding tables with one model version, atomically, then reindex.
 
-        One transaction under an advisory lock (concurrent publishes queue): binary COPY into
+        One transaction under an advisory lock (concurrent publishes queue): register the
+        videos of `serving` (another database's marts) that this one lacks, binary COPY into
         temporary staging tables, upsert (rows whose vector and version are unchanged are not
         rewritten, so publishing the same version twice is a no-op), delete every row not in
-        the new set, rank popular_videos, rebuild the ANN index under a new name and swap it
-        in, retune probes.
+        the new set, refresh reviewed_videos and popular_videos (from `serving`, else from this
+        database's marts), rebuild the ANN index under a new name and swap it in, retune probes.
         """
         if not model_version:
             raise UserError("model_version must not be empty")
@@ -438,6 +449,8 @@ class PostgresWarehouse(Warehouse):
         try:
             with self._tx() as cur:
                 cur.execute("select pg_advisory_xact_lock(%s)", (PUBLISH_LOCK_KEY,))
+                if serving is not None:
+                    self._register_videos(cur, serving.videos)
                 for table, (ids, matrix) in batches.items():
                     dim = self._column_dim(cur, table)
                     self._stage(cur, table, ids, pad_to(matrix, dim, table))
@@ -446,7 +459,7 @@ class PostgresWarehouse(Warehouse):
                 for table, key in EMBEDDING_TABLES.items():
                     self._upsert(cur, table, key, model_version)
                     self._notify(f"upserted:{table}")
-                self._rank_popular(cur, model_version)
+                self._refresh_serving(cur, serving, model_version)
                 self._notify("upserted")
                 self._rebuild_ann_index(cur)
                 self._notify("indexed")
@@ -514,20 +527,76 @@ class PostgresWarehouse(Warehouse):
             {"v": model_version},
         )
 
-    def _rank_popular(self, cur: psycopg.Cursor, model_version: str) -> None:
-        """public.popular_videos: positive interactions per published video, from the marts."""
+    def _register_videos(self, cur: psycopg.Cursor, videos: pa.Table) -> None:
+        """Insert the videos this database lacks, with the ids they have where the model was
+        trained (deterministic for ingested ones), before any vector refers to them. An app row
+        with the same product_url and another id wins (`on conflict do nothing`); the vectors of
+        such a video are then reported by _check_videos_registered."""
+        cur.execute(
+            "create temporary table _stage_videos (id uuid not null, product_url text not null) "
+            "on commit drop"
+        )
+        _copy_arrow(cur, "_stage_videos", videos.select(["id", "product_url"]))
+        cur.execute(
+            f"insert into {APP_SCHEMA}.videos (id, product_url) "
+            "select s.id, s.product_url from _stage_videos as s "
+            f"where not exists (select 1 from {APP_SCHEMA}.videos as v where v.id = s.id) "
+            "order by s.id on conflict do nothing"
+        )
+
+    def _refresh_serving(
+        self, cur: psycopg.Cursor, serving: ServingTables | None, model_version: str
+    ) -> None:
+        """reviewed_videos and popular_videos for the new vectors, from `serving` or from this
+        database's marts; left as they are when there is neither (a rollback on production)."""
+        if not self._stage_serving(cur, serving):
+            return
+        target = f"{APP_SCHEMA}.reviewed_videos"
+        cur.execute(
+            f"delete from {target} as t where not exists (select 1 from _stage_reviewed as s "
+            "where s.user_id = t.user_id and s.video_id = t.video_id)"
+        )
+        cur.execute(
+            f"insert into {target} (user_id, video_id) select s.user_id, s.video_id "
+            "from _stage_reviewed as s where not exists (select 1 from "
+            f"{target} as t where t.user_id = s.user_id and t.video_id = s.video_id)"
+        )
         cur.execute(f"delete from {APP_SCHEMA}.popular_videos")
-        cur.execute("select to_regclass('interactions') is not null")
-        if not cur.fetchone()[0]:
-            return  # no marts yet: no popularity to rank
         cur.execute(
             f"insert into {APP_SCHEMA}.popular_videos (video_id, positives, model_version) "
-            "select i.video_id, count(*), %s from interactions as i "
-            "where i.label and exists "
-            "(select 1 from _stage_video_embeddings as s where s.key = i.video_id) "
-            "group by i.video_id",
+            "select p.video_id, p.positives, %s from _stage_positives as p "
+            "where exists (select 1 from _stage_video_embeddings as s where s.key = p.video_id)",
             (model_version,),
         )
+
+    def _stage_serving(self, cur: psycopg.Cursor, serving: ServingTables | None) -> bool:
+        """Temporary _stage_reviewed and _stage_positives; False when there is no source."""
+        if serving is None:
+            cur.execute("select to_regclass('interactions') is not null")
+            if not cur.fetchone()[0]:
+                return False
+            cur.execute(
+                "create temporary table _stage_reviewed on commit drop as "
+                "select distinct user_id, video_id from interactions where video_id is not null"
+            )
+            cur.execute(
+                "create temporary table _stage_positives on commit drop as "
+                "select video_id, count(*) as positives from interactions "
+                "where label and video_id is not null group by video_id"
+            )
+        else:
+            cur.execute(
+                "create temporary table _stage_reviewed (user_id text not null, "
+                "video_id uuid not null) on commit drop;"
+                "create temporary table _stage_positives (video_id uuid not null, "
+                "positives bigint not null) on commit drop"
+            )
+            _copy_arrow(cur, "_stage_reviewed", serving.reviewed.select(["user_id", "video_id"]))
+            _copy_arrow(
+                cur, "_stage_positives", serving.positives.select(["video_id", "positives"])
+            )
+        cur.execute("analyze _stage_reviewed, _stage_positives")
+        return True
 
     def _rebuild_ann_index(self, cur: psycopg.Cursor) -> None:
         """Build the new index under a temporary name, drop the old one, rename: one transaction.
@@ -629,15 +698,9 @@ class PostgresWarehouse(Warehouse):
         if k < 1:
             raise UserError("k must be at least 1")
         with self._tx() as cur:
-            cur.execute("select to_regclass('interactions') is not null")
-            if not cur.fetchone()[0]:
-                raise UserError(
-                    f"table {self.schema}.interactions is missing: load a CSV and run "
-                    "`dbt build --target postgres` first"
-                )
             cur.execute(
                 f"select exists(select 1 from {APP_SCHEMA}.user_embeddings where user_id = %s), "
-                "exists(select 1 from interactions where user_id = %s)",
+                f"exists(select 1 from {APP_SCHEMA}.reviewed_videos where user_id = %s)",
                 (user_id, user_id),
             )
             has_vector, has_reviews = cur.fetchone()
