@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from trainer.anonymize import anonymize_load
 from trainer.errors import UserError
 from trainer.warehouse import RawLoad, Warehouse
 
@@ -122,9 +123,14 @@ def _classify(raw: bytes) -> tuple[str | None, list[str], str]:
     return None, fields, text
 
 
-def load_reviews(warehouse: Warehouse, path: Path) -> RawLoad:
-    """Parse `path` and replace the raw tables with it (the same file twice gives one copy)."""
+def load_reviews(warehouse: Warehouse, path: Path, hmac_key: bytes | None = None) -> RawLoad:
+    """Parse `path` and replace the raw tables with it (the same file twice gives one copy).
+
+    With `hmac_key`, reviewer ids are replaced by keyed hashes before anything is written
+    (trainer/anonymize.py)."""
     parsed = parse_reviews_csv(path)
+    if hmac_key is not None:
+        parsed = anonymize_load(parsed, hmac_key)
     warehouse.ensure_app_schema()
     warehouse.replace_raw(parsed)
     return parsed
