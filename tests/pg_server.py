@@ -91,6 +91,33 @@ def stop_immediately(server) -> None:
     atexit.unregister(server._cleanup)  # it would recreate its lock file after we clean up
 
 
+def _create_api_roles(info: PgServer) -> None:
+    with info.connect() as con:
+        for role in API_ROLES:
+            con.execute(
+                f"do $$ begin if not exists (select 1 from pg_roles where rolname = '{role}') "
+                f"then create role {role} nologin; end if; end $$"
+            )
+
+
+@contextlib.contextmanager
+def another_server(prefix: str = "pgtest-b-") -> Iterator[PgServer]:
+    """A second, independent server (e.g. "production" beside pg_env's work database); its
+    environment is not exported: connect with .conninfo()."""
+    base = Path(tempfile.mkdtemp(prefix=prefix))
+    base.chmod(0o755)
+    saved_runtime = os.environ.get("XDG_RUNTIME_DIR")
+    server, info = _start(base)
+    if saved_runtime is not None:
+        os.environ["XDG_RUNTIME_DIR"] = saved_runtime
+    try:
+        _create_api_roles(info)
+        yield info
+    finally:
+        stop_immediately(server)
+        shutil.rmtree(base, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def pg_env() -> Iterator[PgServer]:
     saved = dict(os.environ)
@@ -98,12 +125,7 @@ def pg_env() -> Iterator[PgServer]:
     base.chmod(0o755)  # the server runs as an unprivileged user when the tests run as root
     server, info = _start(base)
     try:
-        with info.connect() as con:
-            for role in API_ROLES:
-                con.execute(
-                    f"do $$ begin if not exists (select 1 from pg_roles where rolname = '{role}') "
-                    f"then create role {role} nologin; end if; end $$"
-                )
+        _create_api_roles(info)
         info.env = {
             "PGHOST": info.socket_dir,
             "PGPORT": info.port,

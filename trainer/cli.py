@@ -1,4 +1,5 @@
-"""`python -m trainer [COMMAND]`: synth, load, train (default), recommend, pipeline, rollback, sql.
+"""`python -m trainer [COMMAND]`: synth, load, train (default), recommend, pipeline, rollback,
+snapshot, migrate, sql.
 
 Every command takes --target (a profiles.yml output; default: the profile's default, duckdb).
 Problems the user can fix print one clear line on stderr and exit 2, never a traceback.
@@ -17,7 +18,7 @@ DEFAULTS = TrainConfig()
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m trainer", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m trainer", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     synth = sub.add_parser("synth", help="write a realistic synthetic review CSV")
@@ -31,6 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     load.add_argument("path", type=Path)
     _target(load)
+    _anonymize(load)
 
     train = sub.add_parser("train", help="train, evaluate against baselines, write embeddings")
     _target(train)
@@ -49,8 +51,11 @@ def _parser() -> argparse.ArgumentParser:
     pipe.add_argument("csv", type=Path, help="the reviews CSV")
     _target(pipe)
     pipe.add_argument(
-        "--publish-target", default=None, help="where embeddings go (default: --target)"
+        "--publish-target",
+        default=None,
+        help="where embeddings go (default: --target); e.g. prod after `snapshot`",
     )
+    _anonymize(pipe)
     pipe.add_argument("--force", action="store_true", help="publish even if the gate fails")
     pipe.add_argument("--reason", default="", help="why (required with --force; recorded)")
     pipe.add_argument("--tolerance", type=float, default=0.05,
@@ -63,6 +68,14 @@ def _parser() -> argparse.ArgumentParser:
     back.add_argument("version", help="e.g. two_tower_202611281400")
     _target(back)
     back.add_argument("--store-root", type=Path, default=Path("artifacts/models"))
+
+    snap = sub.add_parser(
+        "snapshot", help="copy production's app tables into a work database (pg_dump/restore)"
+    )
+    snap.add_argument(
+        "--source", default="prod_readonly", help="profiles.yml target to read (read-only)"
+    )
+    _target(snap)
 
     migrate = sub.add_parser("migrate", help="create or update the app tables and functions")
     _target(migrate)
@@ -77,6 +90,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def _target(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", default=None, help="profiles.yml target (default: duckdb)")
+
+
+def _anonymize(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--anonymize",
+        action="store_true",
+        help="replace reviewer ids by HMAC-SHA256 with the secret REVIEWER_ID_HMAC_KEY",
+    )
 
 
 def _train_flags(p: argparse.ArgumentParser) -> None:
@@ -142,13 +163,15 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_load(args: argparse.Namespace) -> int:
+    from trainer.anonymize import key_from_env
     from trainer.load import load_reviews
     from trainer.profiles import load_target
     from trainer.warehouse import connect
 
     target = load_target(args.target)
+    hmac_key = key_from_env() if args.anonymize else None
     with connect(target) as warehouse:
-        loaded = load_reviews(warehouse, args.path)
+        loaded = load_reviews(warehouse, args.path, hmac_key)
     print(
         f"loaded {args.path} into {target.name}: {loaded.reviews.num_rows:,} rows in raw.reviews, "
         f"{loaded.rejects.num_rows:,} unparseable lines in raw.load_rejects "
@@ -245,6 +268,7 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
         csv=args.csv,
         target=args.target,
         publish_target=args.publish_target,
+        anonymize=args.anonymize,
         force=args.force,
         reason=args.reason,
         store_root=args.store_root,
@@ -266,6 +290,22 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_snapshot(args: argparse.Namespace) -> int:
+    from trainer.profiles import load_target
+    from trainer.snapshot import snapshot
+
+    source, work = load_target(args.source), load_target(args.target)
+    print(f"snapshot {source.name} -> {work.name}", flush=True)
+    result = snapshot(source, work)
+    print(
+        f"restored {len(result.tables)} tables into {work.name} "
+        f"(PostgreSQL {result.source_version} -> {result.work_version}, {result.tools.version})"
+    )
+    if result.missing:
+        print(f"not in the source yet: {', '.join(result.missing)}")
+    return 0
+
+
 def _cmd_migrate(args: argparse.Namespace) -> int:
     from trainer.profiles import load_target
     from trainer.warehouse import connect
@@ -279,6 +319,7 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
 
 COMMAND_HANDLERS = {
     "migrate": _cmd_migrate,
+    "snapshot": _cmd_snapshot,
     "pipeline": _cmd_pipeline,
     "rollback": _cmd_rollback,
     "sql": _cmd_sql,

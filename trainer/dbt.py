@@ -48,19 +48,28 @@ PG_VARIABLES = {
 
 def dbt_env(target: Target) -> dict[str, str]:
     """The environment dbt renders profiles.yml from: the trainer's own, so both reach the same
-    database. DATABASE_URL (which the trainer prefers) is spelt out as PG* variables for dbt."""
+    database. The target's DSN (DATABASE_URL, PROD_DATABASE_URL...), which the trainer prefers,
+    is spelt out as the PG* (PROD_PG*...) variables its profiles.yml output reads."""
     env = dict(os.environ)
     if target.kind == "duckdb":
         env["DUCKDB_PATH"] = str(target.duckdb_path)
-    url = env.get("DATABASE_URL", "").strip()
-    if target.kind == "postgres" and url:
+    url = env.get(target.url_variable, "").strip() if target.kind == "postgres" else ""
+    if url:
         from psycopg.conninfo import conninfo_to_dict
 
         try:
             parts = conninfo_to_dict(url)
         except Exception:
-            raise UserError("DATABASE_URL is not a valid Postgres connection string") from None
-        env.update({PG_VARIABLES[k]: str(v) for k, v in parts.items() if k in PG_VARIABLES})
+            raise UserError(
+                f"{target.url_variable} is not a valid Postgres connection string"
+            ) from None
+        env.update(
+            {
+                target.env_prefix + PG_VARIABLES[k]: str(v)
+                for k, v in parts.items()
+                if k in PG_VARIABLES
+            }
+        )
     env.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
     return env
 

@@ -2,6 +2,11 @@
 
     load -> dbt build -> train -> evaluate (+ champion) -> gate -> publish (artifact, embeddings)
 
+With --publish-target (the snapshot flow), everything up to the gate runs on --target, a work
+copy restored from production by `python -m trainer snapshot`; production only receives the
+publish (its missing videos, the vectors, reviewed and popular videos) and the model_runs row.
+With --anonymize, reviewer ids are keyed hashes from the load on (trainer/anonymize.py).
+
 Order of publishing, so a failure at any point leaves a consistent state:
   1. the versioned artifact is stored (a failed upload publishes nothing);
   2. the embeddings replace the old ones in one transaction (readers see old or new);
@@ -21,6 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from trainer.anonymize import key_from_env
 from trainer.artifact import load_artifact, new_version
 from trainer.config import OutputPaths, TrainConfig
 from trainer.dbt import run_dbt
@@ -31,9 +37,16 @@ from trainer.load import load_reviews
 from trainer.notify import notify
 from trainer.profiles import load_target
 from trainer.report import markdown_table, report_tables
-from trainer.runner import Trained, publish_artifact, run_record, train_and_evaluate, write_files
+from trainer.runner import (
+    Trained,
+    publish_artifact,
+    read_serving_tables,
+    run_record,
+    train_and_evaluate,
+    write_files,
+)
 from trainer.storage import LATEST_NAME, ArtifactStore, store_from_env, versioned_name
-from trainer.warehouse import Warehouse, connect
+from trainer.warehouse import ServingTables, Warehouse, connect
 
 
 @dataclass
@@ -41,6 +54,7 @@ class PipelineOptions:
     csv: Path
     target: str | None = None
     publish_target: str | None = None  # defaults to target
+    anonymize: bool = False  # reviewer ids -> HMAC(REVIEWER_ID_HMAC_KEY, id) at load
     force: bool = False
     reason: str = ""
     store_root: Path = Path("artifacts/models")
@@ -87,13 +101,27 @@ def run_pipeline(options: PipelineOptions, cfg: TrainConfig) -> PipelineResult:
         raise UserError("--force needs --reason: the override is recorded with the run")
     target = load_target(options.target)
     publish_target = load_target(options.publish_target) if options.publish_target else target
+    separate = publish_target.name != target.name
+    if separate and publish_target.kind != "postgres":
+        raise UserError(
+            f"--publish-target {publish_target.name} is {publish_target.kind}: a separate "
+            "publish target must be Postgres (DuckDB serves from the marts it trained on)"
+        )
+    hmac_key = key_from_env() if options.anonymize else None
+    if separate:
+        with connect(publish_target) as production:
+            require_published_tables(production, publish_target.name)
+            version = unique_version(production)
     stages: dict[str, float] = {}
     with stage(stages, "load", options.progress), connect(target) as warehouse:
-        load_reviews(warehouse, options.csv)
+        load_reviews(warehouse, options.csv, hmac_key)
     with stage(stages, "dbt build", options.progress):
         run_dbt(target, "build", quiet=True)
     with connect(target) as warehouse, stage(stages, "train + evaluate", options.progress):
-        trained = train_and_evaluate(warehouse, cfg, options.progress, unique_version(warehouse))
+        if not separate:
+            version = unique_version(warehouse)
+        trained = train_and_evaluate(warehouse, cfg, options.progress, version)
+        serving = read_serving_tables(warehouse) if separate else None
     with store_from_env(options.store_root) as store:
         with stage(stages, "champion", options.progress):
             try:
@@ -114,7 +142,7 @@ def run_pipeline(options: PipelineOptions, cfg: TrainConfig) -> PipelineResult:
             if go:
                 with stage(stages, "publish", options.progress):
                     try:
-                        published, error = publish(store, warehouse, trained, options)
+                        published, error = publish(store, warehouse, trained, options, serving)
                     except Exception as exc:  # recorded and reported below, then exit 1
                         error = f"publish failed, nothing was published: {exc}"
             outcome = Outcome(trained, verdict, published, error, stages, champion is not None)
@@ -146,14 +174,33 @@ def evaluate_champion(store: ArtifactStore, trained: Trained, cfg: TrainConfig):
     return evaluate(champion_scorer(artifact, trained.data), trained.data, cfg.ks, users)
 
 
+def require_published_tables(warehouse: Warehouse, target: str) -> None:
+    """A separate publish target must already have the app tables: the pipeline never migrates
+    production by itself."""
+    missing = [
+        t
+        for t in ("videos", "video_embeddings", "model_runs")
+        if not warehouse.table_exists(f"public.{t}")
+    ]
+    if missing:
+        raise UserError(
+            f"the publish target {target} has no {', '.join(missing)}: run "
+            f"`python -m trainer migrate --target {target}` there once"
+        )
+
+
 def publish(
-    store: ArtifactStore, warehouse: Warehouse, trained: Trained, options: PipelineOptions
+    store: ArtifactStore,
+    warehouse: Warehouse,
+    trained: Trained,
+    options: PipelineOptions,
+    serving: ServingTables | None = None,
 ) -> tuple[bool, str | None]:
     """(embeddings published?, error after they were). See the module doc for the order."""
     version = trained.artifact.version
     model_file = options.outputs.out_model.with_name(versioned_name(version))
     store.put(model_file, versioned_name(version))  # 1. raises: nothing published
-    publish_artifact(warehouse, trained.artifact)  # 2. one transaction
+    publish_artifact(warehouse, trained.artifact, serving)  # 2. one transaction
     try:
         store.put(model_file, LATEST_NAME)  # 3.
     except Exception as exc:  # embeddings are live; say exactly what is not
@@ -178,6 +225,8 @@ def record_and_report(
         "force_reason": options.reason if options.force else None,
         "error": error,
         "source_csv": str(options.csv),
+        "trained_on": options.target,
+        "anonymized": options.anonymize,
     }
     warehouse.record_run(
         run_record(

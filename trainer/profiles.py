@@ -31,6 +31,18 @@ class Target:
     settings: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def env_prefix(self) -> str:
+        """The prefix of a Postgres target's variables: none for `postgres` (DATABASE_URL, PG*),
+        NAME_ for any other (the `prod` target reads PROD_DATABASE_URL and PROD_PG*), so a run
+        that reads one database and publishes to another never mixes their settings."""
+        return "" if self.name == "postgres" else f"{self.name.upper()}_"
+
+    @property
+    def url_variable(self) -> str:
+        """The DSN variable of a Postgres target (DATABASE_URL, PROD_DATABASE_URL...)."""
+        return f"{self.env_prefix}DATABASE_URL"
+
+    @property
     def duckdb_path(self) -> Path:
         return Path(self.settings["path"]).expanduser().resolve()
 

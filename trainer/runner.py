@@ -27,7 +27,7 @@ from trainer.evaluate import (
 )
 from trainer.report import report_tables
 from trainer.train import fit
-from trainer.warehouse import Warehouse
+from trainer.warehouse import ServingTables, Warehouse
 
 
 @dataclass
@@ -112,13 +112,33 @@ def train_and_evaluate(
     return Trained(data, artifact, evaluations, result.epochs, timings, started_at)
 
 
-def publish_artifact(warehouse: Warehouse, artifact: ModelArtifact) -> None:
+def publish_artifact(
+    warehouse: Warehouse, artifact: ModelArtifact, serving: ServingTables | None = None
+) -> None:
     """Replace the embedding tables with the artifact's vectors (one transaction)."""
     warehouse.publish_embeddings(
         (artifact.video_ids, artifact.item_vectors),
         (artifact.user_ids, artifact.user_vectors),
         artifact.version,
+        serving,
     )
+
+
+SERVING_QUERIES = {
+    "videos": "select cast(v.id as varchar) as id, v.product_url from videos as v "
+    "where v.id in (select i.video_id from interactions as i) order by 1",
+    "reviewed": "select distinct user_id, cast(video_id as varchar) as video_id "
+    "from interactions where video_id is not null",
+    "positives": "select cast(video_id as varchar) as video_id, count(*) as positives "
+    "from interactions where label and video_id is not null group by video_id",
+}
+
+
+def read_serving_tables(warehouse: Warehouse) -> ServingTables:
+    """What another database needs to serve this run's model, read from this one's marts:
+    the registered videos the data refers to, every reviewed pair, positives per video."""
+    frames = {name: warehouse.read(query) for name, query in SERVING_QUERIES.items()}
+    return ServingTables(**{name: frame.to_arrow() for name, frame in frames.items()})
 
 
 def run_record(trained: Trained, target: str, **fields: object) -> dict:
