@@ -304,6 +304,16 @@ def test_retrain_uses_pgvector_service_and_the_pipeline() -> None:
     assert "make install" in runs
     assert re.search(r"python -m trainer \"\$\{args\[@\]\}\"", runs)
     assert "args=(pipeline " in runs and "--target postgres" in runs
+    # the snapshot flow: restore production into the service, train there, publish to prod
+    assert "trainer snapshot --source prod_readonly --target postgres" in runs
+    assert "args+=(--publish-target prod)" in runs and "args+=(--anonymize)" in runs
+    names = [step.get("name", "") for step in job["steps"]]
+    snapshot = next(i for i, n in enumerate(names) if n.startswith("Snapshot"))
+    pipeline = next(i for i, n in enumerate(names) if n.startswith("Pipeline"))
+    assert snapshot < pipeline
+    # client tools at least as new as the service (and so as production)
+    assert image.endswith(f"pg{job['env']['PG_MAJOR']}")
+    assert job["env"]["PG_BIN_DIR"] == f"/usr/lib/postgresql/{job['env']['PG_MAJOR']}/bin"
     uploads = [s for s in job["steps"] if "actions/upload-artifact@" in s.get("uses", "")]
     assert uploads and uploads[0]["with"]["path"] == "artifacts/"
     assert uploads[0]["if"] == "always()"
@@ -348,15 +358,22 @@ def test_secrets_only_as_step_env() -> None:
     secrets = set(re.findall(r"\$\{\{\s*secrets\.(\w+)\s*\}\}", text))
     assert secrets == {
         "PROD_DATABASE_URL",
+        "PROD_READONLY_DATABASE_URL",
+        "REVIEWER_ID_HMAC_KEY",
         "SUPABASE_URL",
         "SUPABASE_SERVICE_ROLE_KEY",
         "SLACK_WEBHOOK_URL",
     }
-    pipeline = next(s for s in _steps(workflow) if "pipeline" in s.get("name", "").lower())
+    steps = _steps(workflow)
+    pipeline = next(s for s in steps if "pipeline" in s.get("name", "").lower())
+    snapshot = next(s for s in steps if "snapshot" in s.get("name", "").lower())
+    # the snapshot step holds only the read-only DSN; the writer's DSN only the pipeline step
+    assert json.dumps(snapshot["env"]).count("secrets.") == 1
+    assert "secrets.PROD_READONLY_DATABASE_URL" in json.dumps(snapshot["env"])
     env_text = json.dumps(pipeline["env"])
-    assert all(f"secrets.{name}" in env_text for name in secrets)
+    assert all(f"secrets.{name}" in env_text for name in secrets - {"PROD_READONLY_DATABASE_URL"})
     # nowhere else: not in job env, not in other steps, not in `with:`
-    others = [s for s in _steps(workflow) if s is not pipeline]
+    others = [s for s in steps if s is not pipeline and s is not snapshot]
     assert "secrets." not in json.dumps(others)
     assert "secrets." not in json.dumps(workflow["jobs"]["train"].get("env", {}))
 
