@@ -280,7 +280,8 @@ def summary_text(outcome: Outcome, options: PipelineOptions) -> str:
     if options.force and not verdict.passed:
         lines.append(f"forced past the gate: {options.reason}")
     if published:
-        lines.append("published: embeddings replaced, artifact stored")
+        where = f" in {options.publish_target}" if options.publish_target else ""
+        lines.append(f"published{where}: embeddings replaced, artifact stored")
     else:
         lines.append("not published: latest artifact and embeddings left as they were")
     if error:

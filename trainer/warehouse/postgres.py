@@ -503,7 +503,9 @@ class PostgresWarehouse(Warehouse):
             raise UserError(
                 f"{missing} video ids of the model are not in {APP_SCHEMA}.videos "
                 f"(e.g. {example}); "
-                "run `dbt build` with ingest_videos on, or register them, then publish again"
+                "run `dbt build` with ingest_videos on, or register them, then publish again "
+                "(publishing from a restored copy: the app may have registered one of these "
+                "products under another id since the snapshot; snapshot again)"
             )
 
     def _upsert(self, cur: psycopg.Cursor, table: str, key: str, model_version: str) -> None:
