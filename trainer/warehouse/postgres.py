@@ -27,6 +27,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from psycopg import sql as psql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.copy import QueuedLibpqWriter
 from psycopg.types.json import Jsonb
 
 from trainer.errors import UserError
@@ -416,11 +418,17 @@ class PostgresWarehouse(Warehouse):
     ) -> None:
         """Replace both embedding tables with one model version, atomically, then reindex.
 
-        One transaction under an advisory lock (concurrent publishes queue): binary COPY into
-        temporary staging tables, upsert (rows whose vector and version are unchanged are not
-        rewritten, so publishing the same version twice is a no-op), delete every row not in
-        the new set, rank popular_videos, rebuild the ANN index under a new name and swap it
-        in, retune probes.
+        One transaction under an advisory lock (concurrent publishes queue). A new version (no
+        row has it yet, the weekly case) replaces each table by `delete` + binary COPY straight
+        into it: every row changes anyway, and this writes each vector once (no staging copy,
+        no join). Readers keep seeing the old rows (MVCC) until the commit. Re-publishing a
+        version that is already there goes through staging tables and a compare-and-upsert
+        instead, so unchanged rows are not rewritten and the call is a no-op. Then rank
+        popular_videos, rebuild the ANN index under a new name and swap it in, retune probes.
+
+        Steps reported to `publish_observer`: "staged" (inputs checked, lock held; on the
+        re-publish path, staging tables filled), "deleted:<table>" (new-version path),
+        "upserted:<table>", "upserted" (popular_videos ranked too), "indexed".
         """
         if not model_version:
             raise UserError("model_version must not be empty")
@@ -437,19 +445,30 @@ class PostgresWarehouse(Warehouse):
         }
         try:
             with self._tx() as cur:
-                cur.execute("select pg_advisory_xact_lock(%s)", (PUBLISH_LOCK_KEY,))
-                for table, (ids, matrix) in batches.items():
-                    dim = self._column_dim(cur, table)
-                    self._stage(cur, table, ids, pad_to(matrix, dim, table))
-                self._notify("staged")
-                self._check_videos_registered(cur)
-                for table, key in EMBEDDING_TABLES.items():
-                    self._upsert(cur, table, key, model_version)
-                    self._notify(f"upserted:{table}")
+                cur.execute("select pg_advisory_xact_lock(%s), now()", (PUBLISH_LOCK_KEY,))
+                stamp = cur.fetchone()[1]
+                dims = {}
+                for table, (_, matrix) in batches.items():
+                    dims[table] = self._column_dim(cur, table)
+                    pad_to(matrix[:0], dims[table], table)  # a wider model: a clear error
+                if self._is_republish(cur, model_version):
+                    self._republish(cur, batches, dims, model_version)
+                else:
+                    self._notify("staged")
+                    for table, (ids, matrix) in batches.items():
+                        self._replace(cur, table, ids, matrix, dims[table], model_version, stamp)
+                        self._notify(f"upserted:{table}")
                 self._rank_popular(cur, model_version)
                 self._notify("upserted")
                 self._rebuild_ann_index(cur)
                 self._notify("indexed")
+        except psycopg.errors.ForeignKeyViolation as exc:
+            # The FK video_embeddings.video_id -> videos.id refused the COPY: say which and how
+            # many (the transaction is gone; ask again in a fresh one).
+            self._raise_unregistered(batches["video_embeddings"][0])
+            raise UserError(
+                f"publishing {model_version} failed and was rolled back: {str(exc).strip()}"
+            ) from exc
         except psycopg.OperationalError as exc:
             raise UserError(
                 f"publishing {model_version} failed ({str(exc).strip()}); the transaction was "
@@ -465,18 +484,87 @@ class PostgresWarehouse(Warehouse):
         if self.publish_observer is not None:
             self.publish_observer(step)
 
+    def _is_republish(self, cur: psycopg.Cursor, model_version: str) -> bool:
+        """Whether this version is already published: the first row (by key, through the
+        primary key, so dead rows of earlier publishes cost nothing) of either table has it.
+
+        Every publish leaves one version in both tables, so one row tells. Were that ever not
+        so, both paths still end with the same rows; only updated_at of rows that already had
+        this exact vector and version would move."""
+        cur.execute(
+            " or ".join(
+                f"coalesce((select t.model_version = %(v)s from {APP_SCHEMA}.{table} as t "
+                f"order by t.{key} limit 1), false)"
+                for table, key in EMBEDDING_TABLES.items()
+            ).join(("select ", "")),
+            {"v": model_version},
+        )
+        return bool(cur.fetchone()[0])
+
+    def _replace(
+        self,
+        cur: psycopg.Cursor,
+        table: str,
+        ids: list[str] | np.ndarray,
+        matrix: np.ndarray,
+        dim: int,
+        model_version: str,
+        stamp: Any,
+    ) -> None:
+        """A new version: delete every row, COPY the new ones in (binary, all four columns).
+
+        The delete only marks the old tuples; readers see them until the commit. Inserting a
+        key deleted earlier in the same transaction is no unique violation. Each video row is
+        checked by the foreign key to videos (an unknown id aborts the COPY)."""
+        key = EMBEDDING_TABLES[table]
+        target = f"{APP_SCHEMA}.{table}"
+        cur.execute(f"delete from {target}")
+        self._notify(f"deleted:{table}")
+        suffix = (model_version.encode(), _timestamptz_bytes(stamp))
+        with cur.copy(
+            f"copy {target} ({key}, embedding, model_version, updated_at) "
+            "from stdin (format binary)",
+            writer=QueuedLibpqWriter(cur),  # numpy encodes the next block while this one goes
+        ) as copy:
+            for block in binary_copy_blocks(ids, matrix, key == "video_id", suffix, dim=dim):
+                copy.write(block)
+
+    def _republish(
+        self,
+        cur: psycopg.Cursor,
+        batches: dict[str, tuple[list[str] | np.ndarray, np.ndarray]],
+        dims: dict[str, int],
+        model_version: str,
+    ) -> None:
+        """The same version again: stage, then change only rows that differ."""
+        for table, (ids, matrix) in batches.items():
+            self._stage(cur, table, ids, matrix, dims[table])
+        self._notify("staged")
+        self._check_videos_registered(cur)
+        for table, key in EMBEDDING_TABLES.items():
+            self._upsert(cur, table, key, model_version)
+            self._notify(f"upserted:{table}")
+
     def _stage(
-        self, cur: psycopg.Cursor, table: str, ids: list[str] | np.ndarray, matrix: np.ndarray
+        self,
+        cur: psycopg.Cursor,
+        table: str,
+        ids: list[str] | np.ndarray,
+        matrix: np.ndarray,
+        dim: int,
     ) -> None:
         """Binary COPY into a temporary table (dropped at commit); uuid keys for videos."""
         stage = f"_stage_{table}"
         key_type = "uuid" if EMBEDDING_TABLES[table] == "video_id" else "text"
         cur.execute(
             f"create temporary table {stage} (key {key_type} not null, "
-            f"embedding {self._vector_schema}.vector({matrix.shape[1]}) not null) on commit drop"
+            f"embedding {self._vector_schema}.vector({dim}) not null) on commit drop"
         )
-        with cur.copy(f"copy {stage} (key, embedding) from stdin (format binary)") as copy:
-            for block in binary_copy_blocks(ids, matrix, uuid_keys=key_type == "uuid"):
+        with cur.copy(
+            f"copy {stage} (key, embedding) from stdin (format binary)",
+            writer=QueuedLibpqWriter(cur),
+        ) as copy:
+            for block in binary_copy_blocks(ids, matrix, key_type == "uuid", dim=dim):
                 copy.write(block)
         cur.execute(f"analyze {stage}")  # row counts for the planner's joins below
 
@@ -485,7 +573,21 @@ class PostgresWarehouse(Warehouse):
             "select count(*), min(s.key::text) from _stage_video_embeddings as s "
             f"where not exists (select 1 from {APP_SCHEMA}.videos as v where v.id = s.key)"
         )
-        missing, example = cur.fetchone()
+        self._unregistered_error(*cur.fetchone())
+
+    def _raise_unregistered(self, keys: list[str] | np.ndarray) -> None:
+        """After a foreign key violation: count the model's video ids missing from videos."""
+        ids = [uuid.UUID(bytes=bytes(k)) for k in keys]
+        with self._tx() as cur:
+            cur.execute(
+                "select count(*), min(k::text) from unnest(%s::uuid[]) as k "
+                f"where not exists (select 1 from {APP_SCHEMA}.videos as v where v.id = k)",
+                (ids,),
+            )
+            self._unregistered_error(*cur.fetchone())
+
+    @staticmethod
+    def _unregistered_error(missing: int, example: str | None) -> None:
         if missing:
             raise UserError(
                 f"{missing} video ids of the model are not in {APP_SCHEMA}.videos "
@@ -523,8 +625,8 @@ class PostgresWarehouse(Warehouse):
         cur.execute(
             f"insert into {APP_SCHEMA}.popular_videos (video_id, positives, model_version) "
             "select i.video_id, count(*), %s from interactions as i "
-            "where i.label and exists "
-            "(select 1 from _stage_video_embeddings as s where s.key = i.video_id) "
+            f"where i.label and exists (select 1 from {APP_SCHEMA}.{ANN_TABLE} as e "
+            "where e.video_id = i.video_id) "
             "group by i.video_id",
             (model_version,),
         )
@@ -675,43 +777,75 @@ _COPY_TRAILER = (-1).to_bytes(2, "big", signed=True)
 
 
 def binary_copy_blocks(
-    ids: list[str] | np.ndarray, matrix: np.ndarray, uuid_keys: bool = False
+    ids: list[str] | np.ndarray,
+    matrix: np.ndarray,
+    uuid_keys: bool = False,
+    suffix: tuple[bytes, ...] = (),
+    chunk_rows: int = 16_384,
+    dim: int | None = None,
 ) -> Iterator[bytes]:
-    """COPY BINARY rows (key, embedding vector), built by numpy rather than row by row.
+    """COPY BINARY rows (key, embedding vector, *suffix), built by numpy rather than row by row.
 
-    Each block is one fixed-size numpy record array: int16 field count, int32 key size, the key
-    (16 bytes for a uuid; text keys are grouped by byte length), int32 vector size, then
-    pgvector's binary vector (int16 dim, int16 unused, dim big-endian float4).
+    Each block is one fixed-size numpy record array of at most `chunk_rows` rows: int16 field
+    count, int32 key size, the key (16 bytes for a uuid; text keys are grouped by byte length),
+    int32 vector size, then pgvector's binary vector (int16 dim, int16 unused, dim big-endian
+    float4), then each `suffix` value (already in binary form: the same for every row).
+    Vectors narrower than `dim` (the column's dimension) are zero-padded on the way.
     """
-    dim = matrix.shape[1]
+    width = matrix.shape[1]
+    dim = width if dim is None else dim
+    if width > dim:
+        raise ValueError(f"vectors of {width} dimensions do not fit vector({dim})")
     yield _COPY_HEADER
     if uuid_keys or isinstance(ids, np.ndarray):
         keys = ids if isinstance(ids, np.ndarray) else uuid_bytes(list(ids))
-        groups = [(16, slice(None), keys)]
+        groups = [(16, np.arange(len(keys)), keys)]
     else:
         encoded = [key.encode() for key in ids]
         lengths = np.fromiter((len(k) for k in encoded), dtype=np.int64, count=len(encoded))
         groups = []
         for length in np.unique(lengths):
             rows = np.flatnonzero(lengths == length)
-            groups.append((int(length), rows, [encoded[i] for i in rows]))
+            texts = np.array([encoded[i] for i in rows], f"S{length}") if length else None
+            groups.append((int(length), rows, texts))
+    constants = [
+        field
+        for i, value in enumerate(suffix)
+        for field in ((f"size{i}", ">i4"), *([(f"value{i}", f"S{len(value)}")] if value else []))
+    ]
     for length, rows, keys in groups:
         key_field = [("key", f"S{length}")] if length else []
         record = np.dtype(
             [("fields", ">i2"), ("key_size", ">i4"), *key_field]
             + [("vector_size", ">i4"), ("dim", ">i2"), ("unused", ">i2"), ("values", ">f4", (dim,))]
+            + constants
         )
-        block = np.empty(len(keys), dtype=record)
-        block["fields"] = 2
-        block["key_size"] = length
-        if length:
-            block["key"] = keys
-        block["vector_size"] = 4 + 4 * dim
-        block["dim"] = dim
-        block["unused"] = 0
-        block["values"] = matrix[rows]
-        yield block.tobytes()
+        for start in range(0, len(rows), chunk_rows):
+            part = slice(start, start + chunk_rows)
+            block = np.empty(len(rows[part]), dtype=record)
+            block["fields"] = 2 + len(suffix)
+            block["key_size"] = length
+            if length:
+                block["key"] = keys[part]
+            block["vector_size"] = 4 + 4 * dim
+            block["dim"] = dim
+            block["unused"] = 0
+            block["values"][:, :width] = matrix[rows[part]]
+            block["values"][:, width:] = 0
+            for i, value in enumerate(suffix):
+                block[f"size{i}"] = len(value)
+                if value:
+                    block[f"value{i}"] = value
+            yield block.tobytes()
     yield _COPY_TRAILER
+
+
+_PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def _timestamptz_bytes(stamp: datetime) -> bytes:
+    """A timestamptz in COPY's binary form: int64 microseconds since 2000-01-01 UTC."""
+    return ((stamp - _PG_EPOCH) // timedelta(microseconds=1)).to_bytes(8, "big", signed=True)
 
 
 def _checked(
