@@ -19,8 +19,10 @@ from trainer.warehouse.postgres import (
     ANN_INDEX,
     HNSW_EF_SEARCH,
     PostgresWarehouse,
+    ann_expression,
     ivfflat_lists,
     ivfflat_probes,
+    ivfflat_similar_probes,
 )
 
 DB = "publish_tests"
@@ -82,6 +84,44 @@ def index_info(con: psycopg.Connection) -> tuple[str, dict[str, str]]:
         (f"public.{ANN_INDEX}",),
     ).fetchone()
     return amname, dict(o.split("=", 1) for o in options or [])
+
+
+def probes_by_function(con: psycopg.Connection) -> dict[str, str]:
+    rows = con.execute(
+        "select proname, setting from pg_proc, unnest(proconfig) as setting "
+        "where pronamespace = 'public'::regnamespace "
+        "and proname in ('recommend_videos', 'similar_videos') "
+        "and setting like 'ivfflat.probes=%'"
+    ).fetchall()
+    return dict(rows)
+
+
+def ann_dims(con: psycopg.Connection) -> tuple[str, str, str]:
+    """The index's definition and both functions' bodies (to look for the ANN expression)."""
+    return con.execute(
+        "select pg_get_indexdef(to_regclass(%s)), "
+        "(select prosrc from pg_proc where oid = 'public.recommend_videos(text, integer)'"
+        "::regprocedure), "
+        "(select prosrc from pg_proc where oid = 'public.similar_videos(uuid, integer)'"
+        "::regprocedure)",
+        (f"public.{ANN_INDEX}",),
+    ).fetchone()
+
+
+def assert_index_matches_functions(con: psycopg.Connection, model_dim: int) -> None:
+    index, recommend, similar = ann_dims(con)
+    assert f"subvector(embedding, 1, {model_dim})" in index
+    assert ann_expression("e.embedding", model_dim, "public") in recommend
+    assert ann_expression("e.embedding", model_dim, "public") in similar
+    con.execute("set enable_seqscan = off")
+    plan = con.execute(
+        "explain select video_id from public.video_embeddings as e order by "
+        f"{ann_expression('e.embedding', model_dim, 'public')} operator(public.<=>) "
+        f"(select {ann_expression('q.embedding', model_dim, 'public')} "
+        "from public.video_embeddings as q limit 1) limit 5"
+    ).fetchall()
+    con.execute("reset enable_seqscan")
+    assert ANN_INDEX in "\n".join(r[0] for r in plan)
 
 
 def function_probes(con: psycopg.Connection) -> set[str]:
@@ -401,6 +441,45 @@ def test_the_index_is_rebuilt_after_every_publish_with_lists_from_the_rule(world
         ).fetchone() == (1,)  # no leftover _new index
 
 
+def test_similar_videos_gets_its_own_probes_and_the_index_is_on_the_model_dims(
+    world: World,
+) -> None:
+    """recommend_videos and similar_videos are tuned by their own rules (the same number here,
+    where both reach lists; 42 and 63 at the benchmark's 107 lists). The index covers the
+    model's 32 dimensions of the vector(256) column and the functions order by exactly its
+    expression; a model of another dimension re-creates both, in the publish's transaction."""
+    assert (ivfflat_probes(107), ivfflat_similar_probes(107)) == (42, 63)
+    assert ivfflat_similar_probes(2000) > ivfflat_probes(2000) > 10
+    publish(world.wh, world, "p1", seed=23)
+    with world.connect() as con:
+        lists = ivfflat_lists(N_VIDEOS)
+        assert probes_by_function(con) == {
+            "recommend_videos": f"ivfflat.probes={ivfflat_probes(lists)}",
+            "similar_videos": f"ivfflat.probes={ivfflat_similar_probes(lists)}",
+        }
+        assert_index_matches_functions(con, MODEL_DIM)
+    try:
+        v, u = publish(world.wh, world, "p2", seed=24, dim=12)
+        with world.connect() as con:
+            assert_index_matches_functions(con, 12)
+            con.execute("set enable_seqscan = off")
+            got = [
+                r[0]
+                for r in con.execute(
+                    "select video_id::text from public.recommend_videos(%s, 5)",
+                    (world.user_ids[3],),
+                )
+            ]
+        assert got == _exact_top(world, v, u, world.user_ids[3], 5)
+        world.wh.ensure_app_schema()  # the migrations keep the published dimension
+        with world.connect() as con:
+            assert_index_matches_functions(con, 12)
+    finally:
+        publish(world.wh, world, "p3", seed=25)
+    with world.connect() as con:
+        assert_index_matches_functions(con, MODEL_DIM)
+
+
 def test_lists_follow_the_row_count(world: World) -> None:
     """12,345 video vectors: lists = 12 (rows / 1000), probes per the rule."""
     extra = [vid(i) for i in range(100_000, 100_000 + 12_345 - N_VIDEOS)]
@@ -472,9 +551,12 @@ def test_dbt_macro_rebuilds_the_index_the_same_way(
         s = state(con)
         assert s["index_oid"] != before
         assert index_info(con) == ("ivfflat", {"lists": str(ivfflat_lists(s["videos"]))})
-        assert function_probes(con) == {
-            f"ivfflat.probes={ivfflat_probes(ivfflat_lists(s['videos']))}"
+        lists = ivfflat_lists(s["videos"])
+        assert probes_by_function(con) == {
+            "recommend_videos": f"ivfflat.probes={ivfflat_probes(lists)}",
+            "similar_videos": f"ivfflat.probes={ivfflat_similar_probes(lists)}",
         }
+        assert_index_matches_functions(con, MODEL_DIM)
     assert world.wh.recommend(world.user_ids[2], 3)
 
 

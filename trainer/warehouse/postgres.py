@@ -74,13 +74,35 @@ def ivfflat_lists(rows: int) -> int:
 
 
 def ivfflat_probes(lists: int) -> int:
-    """3 * sqrt(lists) rounded up, at least 10 and at most lists.
+    """recommend_videos' probes: 4 * sqrt(lists) rounded up, at least 10 and at most lists.
 
     pgvector suggests sqrt(lists) as a start. On trained two-tower embeddings at 107k videos
-    (benchmarks/postgres_bench.py --sweep), recall@10 of recommend_videos against exact search
-    was 0.86 at 1x sqrt, 0.92-0.94 at 2x, 0.95-0.97 at 3x (the >= 0.95 target; k-means sampling
-    moves it by about 0.01 between builds), 0.98 at 4.5x, at about +40% latency per step."""
-    return min(max(math.ceil(3 * lists**0.5), 10), lists)
+    (107 lists; benchmarks/postgres_bench.py --sweep), recall@10 of recommend_videos against
+    exact search was 0.92-0.94 at 2x sqrt, 0.94-0.96 at 3x (k-means sampling moves it by about
+    0.01 between builds: too close to the >= 0.95 target), 0.96-0.98 at 4x, 0.98 at 5x."""
+    return _probes(4, lists)
+
+
+def ivfflat_similar_probes(lists: int) -> int:
+    """similar_videos' probes: 6 * sqrt(lists) rounded up, at least 10 and at most lists.
+
+    Item-to-item queries are harder for ivfflat than user queries (a video's neighbours sit
+    near the borders of its list more often): at 107 lists recall@10 of similar_videos was
+    0.88-0.89 at 3x sqrt, 0.93 at 4x, 0.95-0.96 at 5x, 0.98 at 6x."""
+    return _probes(6, lists)
+
+
+def _probes(factor: int, lists: int) -> int:
+    return min(max(math.ceil(factor * lists**0.5), 10), lists)
+
+
+def ann_expression(column: str, ann_dim: int, vector_schema: str) -> str:
+    """What the ANN index is on and the serving functions order by: the first ann_dim (the
+    model's) dimensions of the zero-padded column. Must match sql/postgres/003's text."""
+    return (
+        f"{vector_schema}.subvector({column}, 1, {int(ann_dim)})"
+        f"::{vector_schema}.vector({int(ann_dim)})"
+    )
 
 
 # hnsw.ef_search: recall@10 on the same embeddings 0.80 at 40, 0.89 at 100, 0.95 at 200,
@@ -158,11 +180,19 @@ def _quote_ident(name: str) -> str:
 
 
 def render_migrations(
-    column_dim: int, marts_schema: str, vector_schema: str = "public"
+    column_dim: int,
+    marts_schema: str,
+    vector_schema: str = "public",
+    ann_dim: int | None = None,
 ) -> list[tuple[str, str]]:
     """The sql/postgres migrations with their placeholders filled: [(file name, sql)].
 
-    Useful to hand the files to another migration tool (e.g. `supabase/migrations/`)."""
+    `ann_dim` (default: the column's) is how many leading dimensions the ANN index and the
+    serving functions use: the model's dimension. Useful to hand the files to another
+    migration tool (e.g. `supabase/migrations/`)."""
+    ann_dim = int(column_dim) if ann_dim is None else int(ann_dim)
+    if not 1 <= ann_dim <= int(column_dim):
+        raise UserError(f"ann_dim must be between 1 and {column_dim}, got {ann_dim}")
     if not _IDENTIFIER.match(marts_schema):
         raise UserError(
             f"the marts schema name {marts_schema!r} must be a plain identifier "
@@ -170,6 +200,7 @@ def render_migrations(
         )
     values = {
         "{dim}": str(int(column_dim)),
+        "{ann_dim}": str(ann_dim),
         "{marts_schema_name}": marts_schema,
         "{marts_schema}": _quote_ident(marts_schema),
         "{vector_schema}": vector_schema,  # regnamespace text: already quoted when needed
@@ -275,11 +306,21 @@ class PostgresWarehouse(Warehouse):
             )
             vector_schema = cur.fetchone()[0]
             cur.execute("set local check_function_bodies = off")
-            for name, text in render_migrations(column_dim, self.schema, vector_schema)[1:]:
+            # keep the dimensions the published model's index uses (when they still fit)
+            ann_dim = self._function_ann_dim(cur)
+            if ann_dim is None or ann_dim > int(column_dim):
+                ann_dim = int(column_dim)
+            rendered = render_migrations(column_dim, self.schema, vector_schema, ann_dim)
+            for name, text in rendered[1:]:
                 try:
                     cur.execute(text)
                 except psycopg.Error as exc:
                     raise UserError(f"migration sql/postgres/{name} failed: {exc}") from exc
+            self._vector_schema = vector_schema
+            if self._index_ann_dim(cur) not in (None, ann_dim):
+                # an index the functions cannot use (e.g. on the whole column, from before
+                # the index was on the model's dimensions): rebuild it to match
+                self._rebuild_ann_index(cur, ann_dim)
             self._tune_functions(cur)
         self._register_vector()
 
@@ -460,7 +501,8 @@ class PostgresWarehouse(Warehouse):
                         self._notify(f"upserted:{table}")
                 self._rank_popular(cur, model_version)
                 self._notify("upserted")
-                self._rebuild_ann_index(cur)
+                model_dim = max(matrix.shape[1] for _, matrix in batches.values())
+                self._rebuild_ann_index(cur, model_dim)
                 self._notify("indexed")
         except psycopg.errors.ForeignKeyViolation as exc:
             # The FK video_embeddings.video_id -> videos.id refused the COPY: say which and how
@@ -631,16 +673,30 @@ class PostgresWarehouse(Warehouse):
             (model_version,),
         )
 
-    def _rebuild_ann_index(self, cur: psycopg.Cursor) -> None:
+    def _rebuild_ann_index(self, cur: psycopg.Cursor, model_dim: int) -> None:
         """Build the new index under a temporary name, drop the old one, rename: one transaction.
 
-        The old index serves readers until the swap; only drop+rename+commit take the table's
+        The index is on the first `model_dim` dimensions (the rest is zero padding); when the
+        serving functions use another number, they are re-created with this one in the same
+        transaction (by their owner; anyone else keeps theirs when it covers the model). The
+        old index serves readers until the swap; only drop+rename+commit take the table's
         exclusive lock, for milliseconds.
         """
         table = f"{APP_SCHEMA}.{ANN_TABLE}"
+        dim = self._column_dim(cur, ANN_TABLE)
+        ann_dim = model_dim
+        current = self._function_ann_dim(cur)
+        if current != model_dim:
+            if self._owns_functions(cur):
+                cur.execute("set local check_function_bodies = off")
+                functions = dict(
+                    render_migrations(dim, self.schema, self._vector_schema, model_dim)
+                )["003_functions.sql"]
+                cur.execute(functions)
+            elif current is not None and model_dim <= current <= dim:
+                ann_dim = current
         cur.execute(f"select count(*) from {table}")
         rows = cur.fetchone()[0]
-        dim = self._column_dim(cur, ANN_TABLE)
         cur.execute(
             "select set_config('maintenance_work_mem', %s, true)",
             (f"{vector_index_memory_mb(rows, dim)}MB",),
@@ -651,9 +707,10 @@ class PostgresWarehouse(Warehouse):
             options = "with (m = 16, ef_construction = 64)"  # pgvector's defaults
         new = f"{ANN_INDEX}_new"
         cur.execute(f"drop index if exists {APP_SCHEMA}.{new}")
+        expression = ann_expression("embedding", ann_dim, self._vector_schema)
         cur.execute(
             f"create index {new} on {table} using {self.index_method} "
-            f"(embedding {self._vector_schema}.vector_cosine_ops) {options}"
+            f"(({expression}) {self._vector_schema}.vector_cosine_ops) {options}"
         )
         cur.execute(f"drop index if exists {APP_SCHEMA}.{ANN_INDEX}")
         cur.execute(f"alter index {APP_SCHEMA}.{new} rename to {ANN_INDEX}")
@@ -662,7 +719,7 @@ class PostgresWarehouse(Warehouse):
 
     def _tune_functions(self, cur: psycopg.Cursor) -> None:
         """Set the serving functions' search settings for the current ANN index: ivfflat.probes
-        from its lists, or hnsw.ef_search."""
+        from its lists (more for similar_videos), or hnsw.ef_search."""
         cur.execute(
             "select am.amname from pg_class as c join pg_am as am on am.oid = c.relam "
             "where c.oid = to_regclass(%s)",
@@ -671,19 +728,46 @@ class PostgresWarehouse(Warehouse):
         row = cur.fetchone()
         if row is None:
             return
+        recommend, similar = SERVING_FUNCTIONS
         if row[0] == "ivfflat":
-            setting = f"ivfflat.probes = {ivfflat_probes(self.ann_index_lists(cur) or 100)}"
+            lists = self.ann_index_lists(cur) or 100
+            settings = {
+                recommend: f"ivfflat.probes = {ivfflat_probes(lists)}",
+                similar: f"ivfflat.probes = {ivfflat_similar_probes(lists)}",
+            }
         else:
-            setting = f"hnsw.ef_search = {HNSW_EF_SEARCH}"
+            settings = dict.fromkeys(SERVING_FUNCTIONS, f"hnsw.ef_search = {HNSW_EF_SEARCH}")
+        if not self._owns_functions(cur):
+            return  # not the functions' owner: they keep the migration's settings
+        for function, setting in settings.items():
+            cur.execute(f"alter function {APP_SCHEMA}.{function} set {setting}")
+
+    def _owns_functions(self, cur: psycopg.Cursor) -> bool:
         cur.execute(
             "select bool_and(pg_has_role(current_user, p.proowner, 'USAGE')) from pg_proc as p "
             "where p.oid = any(%s::regprocedure[])",
             ([f"{APP_SCHEMA}.{f}" for f in SERVING_FUNCTIONS],),
         )
-        if not cur.fetchone()[0]:
-            return  # not the functions' owner: they keep the migration's settings
-        for function in SERVING_FUNCTIONS:
-            cur.execute(f"alter function {APP_SCHEMA}.{function} set {setting}")
+        return bool(cur.fetchone()[0])
+
+    def _function_ann_dim(self, cur: psycopg.Cursor) -> int | None:
+        """The dimensions recommend_videos searches (None: no function, or an older one)."""
+        cur.execute(
+            r"select substring(p.prosrc from 'subvector\(e\.embedding, 1, (\d+)\)') "
+            "from pg_proc as p where p.oid = to_regprocedure(%s)",
+            (f"{APP_SCHEMA}.{SERVING_FUNCTIONS[0]}",),
+        )
+        row = cur.fetchone()
+        return int(row[0]) if row and row[0] else None
+
+    def _index_ann_dim(self, cur: psycopg.Cursor) -> int | None:
+        """The dimensions the ANN index is on (None: no index; 0: not a subvector index)."""
+        cur.execute("select pg_get_indexdef(to_regclass(%s))", (f"{APP_SCHEMA}.{ANN_INDEX}",))
+        row = cur.fetchone()
+        if row is None or row[0] is None:
+            return None
+        match = re.search(r"subvector\(embedding, 1, (\d+)\)", row[0])
+        return int(match.group(1)) if match else 0
 
     def ann_index_lists(self, cur: psycopg.Cursor | None = None) -> int | None:
         """The lists of the current ivfflat index (None when there is none, or it is hnsw)."""
@@ -1007,11 +1091,13 @@ def _convert(col: pl.Expr, type_name: str) -> pl.Expr:
 
 __all__ = [
     "ConnectionSettings",
+    "ann_expression",
     "PostgresWarehouse",
     "binary_copy_blocks",
     "connection_settings",
     "ivfflat_lists",
     "ivfflat_probes",
+    "ivfflat_similar_probes",
     "render_migrations",
     "vector_index_memory_mb",
 ]
