@@ -450,7 +450,7 @@ def test_similar_videos_gets_its_own_probes_and_the_index_is_on_the_model_dims(
     expression; a model of another dimension re-creates both, in the publish's transaction."""
     assert (ivfflat_probes(107), ivfflat_similar_probes(107)) == (42, 63)
     assert ivfflat_similar_probes(2000) > ivfflat_probes(2000) > 10
-    publish(world.wh, world, "p1", seed=23)
+    publish(world.wh, world, "d1", seed=23)
     with world.connect() as con:
         lists = ivfflat_lists(N_VIDEOS)
         assert probes_by_function(con) == {
@@ -459,7 +459,7 @@ def test_similar_videos_gets_its_own_probes_and_the_index_is_on_the_model_dims(
         }
         assert_index_matches_functions(con, MODEL_DIM)
     try:
-        v, u = publish(world.wh, world, "p2", seed=24, dim=12)
+        v, u = publish(world.wh, world, "d2", seed=24, dim=12)
         with world.connect() as con:
             assert_index_matches_functions(con, 12)
             con.execute("set enable_seqscan = off")
@@ -475,7 +475,7 @@ def test_similar_videos_gets_its_own_probes_and_the_index_is_on_the_model_dims(
         with world.connect() as con:
             assert_index_matches_functions(con, 12)
     finally:
-        publish(world.wh, world, "p3", seed=25)
+        publish(world.wh, world, "d3", seed=25)
     with world.connect() as con:
         assert_index_matches_functions(con, MODEL_DIM)
 

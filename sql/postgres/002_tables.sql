@@ -52,6 +52,10 @@ create table if not exists public.popular_videos (
 
 create index if not exists popular_videos_rank on public.popular_videos (positives desc, video_id);
 
+-- Every publish rewrites every row (a new model_version): with half of each page free, a row
+-- whose positives did not change is updated in place (HOT, no new index entries).
+alter table public.popular_videos set (fillfactor = 50);
+
 -- One row per training run (published or not), written by the trainer.
 create table if not exists public.model_runs (
     model_version text primary key,

@@ -659,18 +659,41 @@ class PostgresWarehouse(Warehouse):
         )
 
     def _rank_popular(self, cur: psycopg.Cursor, model_version: str) -> None:
-        """public.popular_videos: positive interactions per published video, from the marts."""
-        cur.execute(f"delete from {APP_SCHEMA}.popular_videos")
+        """public.popular_videos: positive interactions per published video, from the marts.
+
+        Counted per video first, then kept for published videos; written set-based like the
+        re-publish upsert: delete videos no longer in, update changed rows in place (their
+        video_id, so the foreign key to videos, does not change: no check per row; with the
+        table's fillfactor 50 most are HOT updates, no index entries), insert new ones."""
         cur.execute("select to_regclass('interactions') is not null")
         if not cur.fetchone()[0]:
+            cur.execute(f"delete from {APP_SCHEMA}.popular_videos")
             return  # no marts yet: no popularity to rank
+        target = f"{APP_SCHEMA}.popular_videos"
         cur.execute(
-            f"insert into {APP_SCHEMA}.popular_videos (video_id, positives, model_version) "
-            "select i.video_id, count(*), %s from interactions as i "
-            f"where i.label and exists (select 1 from {APP_SCHEMA}.{ANN_TABLE} as e "
-            "where e.video_id = i.video_id) "
-            "group by i.video_id",
-            (model_version,),
+            "create temporary table _ranked on commit drop as "
+            "select c.video_id, c.positives from ("
+            "  select i.video_id, count(*) as positives from interactions as i"
+            "  where i.label group by i.video_id) as c "
+            f"where exists (select 1 from {APP_SCHEMA}.{ANN_TABLE} as e "
+            "  where e.video_id = c.video_id)"
+        )
+        cur.execute("analyze _ranked")
+        cur.execute(
+            f"delete from {target} as p "
+            "where not exists (select 1 from _ranked as r where r.video_id = p.video_id)"
+        )
+        cur.execute(
+            f"update {target} as p set positives = r.positives, model_version = %(v)s "
+            "from _ranked as r where r.video_id = p.video_id "
+            "and (p.positives, p.model_version) is distinct from (r.positives, %(v)s)",
+            {"v": model_version},
+        )
+        cur.execute(
+            f"insert into {target} (video_id, positives, model_version) "
+            "select r.video_id, r.positives, %(v)s from _ranked as r "
+            f"where not exists (select 1 from {target} as p where p.video_id = r.video_id)",
+            {"v": model_version},
         )
 
     def _rebuild_ann_index(self, cur: psycopg.Cursor, model_dim: int) -> None:
