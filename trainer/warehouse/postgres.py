@@ -7,8 +7,9 @@ Where things live (see sql/postgres/):
   - public.recommend_videos(), public.similar_videos()  serving functions (security invoker)
 
 Data moves in bulk both ways: COPY (CSV) for the raw load and for reads into polars, binary COPY
-for the embedding write-back. A publish is one transaction under an advisory lock: stage, upsert,
-delete the rows of other versions, rank popular_videos, rebuild the ANN index and retune the
+for the embedding write-back. A publish is one transaction under an advisory lock: replace both
+embedding tables (a new version: delete + COPY straight in; the same version again: stage and
+upsert), rank popular_videos, rebuild the ANN index (on the model's dimensions) and retune the
 functions' probes. A reader sees the old set or the new one, never a mix; a publish that dies
 midway changes nothing.
 
