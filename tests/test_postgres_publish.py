@@ -478,6 +478,16 @@ def test_similar_videos_gets_its_own_probes_and_the_index_is_on_the_model_dims(
         publish(world.wh, world, "d3", seed=25)
     with world.connect() as con:
         assert_index_matches_functions(con, MODEL_DIM)
+    # an index on the whole column (as built before this rule): migrate rebuilds it to match
+    with world.connect() as con:
+        con.execute(f"drop index public.{ANN_INDEX}")
+        con.execute(
+            f"create index {ANN_INDEX} on public.video_embeddings "
+            "using ivfflat (embedding vector_cosine_ops) with (lists = 10)"
+        )
+    world.wh.ensure_app_schema()
+    with world.connect() as con:
+        assert_index_matches_functions(con, MODEL_DIM)
 
 
 def test_lists_follow_the_row_count(world: World) -> None:
