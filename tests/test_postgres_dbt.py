@@ -25,6 +25,7 @@ from trainer.warehouse.postgres import (
     PostgresWarehouse,
     ivfflat_lists,
     ivfflat_probes,
+    ivfflat_similar_probes,
     vector_index_memory_mb,
 )
 
@@ -247,7 +248,7 @@ def test_ivfflat_rule_is_the_same_in_dbt_and_python(built: Built) -> None:
     rows = [0, 1, 999, 5_000, 10_999, 11_000, 123_456, 999_999, 1_000_000, 1_000_001, 4_000_000]
     inline = (
         "{% for r in " + str(rows) + " %}RULE:{{ r }}:{{ ivfflat_lists(r) }}:"
-        "{{ ivfflat_probes(ivfflat_lists(r)) }}:"
+        "{{ ivfflat_probes(ivfflat_lists(r)) }}:{{ ivfflat_similar_probes(ivfflat_lists(r)) }}:"
         "{{ vector_index_memory_mb(r, 256) }};{% endfor %}EF:{{ hnsw_ef_search() }};"
     )
     result = subprocess.run(
@@ -259,11 +260,18 @@ def test_ivfflat_rule_is_the_same_in_dbt_and_python(built: Built) -> None:
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     found = {
-        int(r): (int(lists), int(probes), int(memory))
-        for r, lists, probes, memory in re.findall(r"RULE:(\d+):(\d+):(\d+):(\d+);", result.stdout)
+        int(r): (int(lists), int(probes), int(similar), int(memory))
+        for r, lists, probes, similar, memory in re.findall(
+            r"RULE:(\d+):(\d+):(\d+):(\d+):(\d+);", result.stdout
+        )
     }
     expected = {
-        r: (ivfflat_lists(r), ivfflat_probes(ivfflat_lists(r)), vector_index_memory_mb(r, 256))
+        r: (
+            ivfflat_lists(r),
+            ivfflat_probes(ivfflat_lists(r)),
+            ivfflat_similar_probes(ivfflat_lists(r)),
+            vector_index_memory_mb(r, 256),
+        )
         for r in rows
     }
     assert found == expected

@@ -19,8 +19,10 @@ from trainer.warehouse.postgres import (
     ANN_INDEX,
     HNSW_EF_SEARCH,
     PostgresWarehouse,
+    ann_expression,
     ivfflat_lists,
     ivfflat_probes,
+    ivfflat_similar_probes,
 )
 
 DB = "publish_tests"
@@ -82,6 +84,44 @@ def index_info(con: psycopg.Connection) -> tuple[str, dict[str, str]]:
         (f"public.{ANN_INDEX}",),
     ).fetchone()
     return amname, dict(o.split("=", 1) for o in options or [])
+
+
+def probes_by_function(con: psycopg.Connection) -> dict[str, str]:
+    rows = con.execute(
+        "select proname, setting from pg_proc, unnest(proconfig) as setting "
+        "where pronamespace = 'public'::regnamespace "
+        "and proname in ('recommend_videos', 'similar_videos') "
+        "and setting like 'ivfflat.probes=%'"
+    ).fetchall()
+    return dict(rows)
+
+
+def ann_dims(con: psycopg.Connection) -> tuple[str, str, str]:
+    """The index's definition and both functions' bodies (to look for the ANN expression)."""
+    return con.execute(
+        "select pg_get_indexdef(to_regclass(%s)), "
+        "(select prosrc from pg_proc where oid = 'public.recommend_videos(text, integer)'"
+        "::regprocedure), "
+        "(select prosrc from pg_proc where oid = 'public.similar_videos(uuid, integer)'"
+        "::regprocedure)",
+        (f"public.{ANN_INDEX}",),
+    ).fetchone()
+
+
+def assert_index_matches_functions(con: psycopg.Connection, model_dim: int) -> None:
+    index, recommend, similar = ann_dims(con)
+    assert f"subvector(embedding, 1, {model_dim})" in index
+    assert ann_expression("e.embedding", model_dim, "public") in recommend
+    assert ann_expression("e.embedding", model_dim, "public") in similar
+    con.execute("set enable_seqscan = off")
+    plan = con.execute(
+        "explain select video_id from public.video_embeddings as e order by "
+        f"{ann_expression('e.embedding', model_dim, 'public')} operator(public.<=>) "
+        f"(select {ann_expression('q.embedding', model_dim, 'public')} "
+        "from public.video_embeddings as q limit 1) limit 5"
+    ).fetchall()
+    con.execute("reset enable_seqscan")
+    assert ANN_INDEX in "\n".join(r[0] for r in plan)
 
 
 def function_probes(con: psycopg.Connection) -> set[str]:
@@ -336,8 +376,11 @@ def test_unregistered_video_ids_and_bad_vectors_are_refused(world: World) -> Non
     with world.connect() as con:
         before = state(con)
     stranger = str(uuid.uuid4())
-    with pytest.raises(UserError, match="not in public.videos"):
-        publish(world.wh, world, "bad", seed=13, videos=[*world.video_ids[:10], stranger])
+    # a new version (COPY straight into the table: the foreign key refuses it) and the
+    # version already published (staged and checked first): the same clear error
+    for version in ("bad", before["video_versions"][0]):
+        with pytest.raises(UserError, match=r"^1 video ids .* not in public.videos"):
+            publish(world.wh, world, version, seed=13, videos=[*world.video_ids[:10], stranger])
     nan = vectors(1, len(world.video_ids))
     nan[3, 3] = np.nan
     with pytest.raises(UserError, match="NaN"):
@@ -350,6 +393,35 @@ def test_unregistered_video_ids_and_bad_vectors_are_refused(world: World) -> Non
         )
     with world.connect() as con:
         assert state(con) == before
+
+
+def test_a_new_version_is_written_once_and_a_mixed_table_still_ends_right(world: World) -> None:
+    """A new version replaces each table by delete + COPY: every row is new, stamped with the
+    transaction's time. Which path a publish takes is read from one row; should a table ever
+    hold a mix of versions, either path still ends with exactly the published rows."""
+    publish(world.wh, world, "w1", seed=21)
+    with world.connect() as con:
+        stamps = con.execute(
+            "select count(distinct updated_at), count(distinct xmin::text) "
+            "from public.video_embeddings"
+        ).fetchone()
+        assert stamps == (1, 1)
+        # a hand-edited row with the version about to be published, in the middle of the keys
+        con.execute(
+            "update public.video_embeddings set model_version = 'w2' where video_id = %s",
+            (sorted(world.video_ids)[N_VIDEOS // 2],),
+        )
+    v2, _ = publish(world.wh, world, "w2", seed=22)
+    with world.connect() as con:
+        s = state(con)
+        assert s["video_versions"] == ["w2"] and s["videos"] == N_VIDEOS
+    got = world.wh.read(
+        "select embedding from video_embeddings where video_id = ?",
+        (sorted(world.video_ids)[N_VIDEOS // 2],),
+    )["embedding"][0].to_numpy()
+    np.testing.assert_array_equal(
+        got[:MODEL_DIM], v2[world.video_ids.index(sorted(world.video_ids)[N_VIDEOS // 2])]
+    )
 
 
 # -- the ANN index ------------------------------------------------------------------------------
@@ -367,6 +439,55 @@ def test_the_index_is_rebuilt_after_every_publish_with_lists_from_the_rule(world
             "and indexname like %s",
             (f"{ANN_INDEX}%",),
         ).fetchone() == (1,)  # no leftover _new index
+
+
+def test_similar_videos_gets_its_own_probes_and_the_index_is_on_the_model_dims(
+    world: World,
+) -> None:
+    """recommend_videos and similar_videos are tuned by their own rules (the same number here,
+    where both reach lists; 42 and 63 at the benchmark's 107 lists). The index covers the
+    model's 32 dimensions of the vector(256) column and the functions order by exactly its
+    expression; a model of another dimension re-creates both, in the publish's transaction."""
+    assert (ivfflat_probes(107), ivfflat_similar_probes(107)) == (42, 63)
+    assert ivfflat_similar_probes(2000) > ivfflat_probes(2000) > 10
+    publish(world.wh, world, "d1", seed=23)
+    with world.connect() as con:
+        lists = ivfflat_lists(N_VIDEOS)
+        assert probes_by_function(con) == {
+            "recommend_videos": f"ivfflat.probes={ivfflat_probes(lists)}",
+            "similar_videos": f"ivfflat.probes={ivfflat_similar_probes(lists)}",
+        }
+        assert_index_matches_functions(con, MODEL_DIM)
+    try:
+        v, u = publish(world.wh, world, "d2", seed=24, dim=12)
+        with world.connect() as con:
+            assert_index_matches_functions(con, 12)
+            con.execute("set enable_seqscan = off")
+            got = [
+                r[0]
+                for r in con.execute(
+                    "select video_id::text from public.recommend_videos(%s, 5)",
+                    (world.user_ids[3],),
+                )
+            ]
+        assert got == _exact_top(world, v, u, world.user_ids[3], 5)
+        world.wh.ensure_app_schema()  # the migrations keep the published dimension
+        with world.connect() as con:
+            assert_index_matches_functions(con, 12)
+    finally:
+        publish(world.wh, world, "d3", seed=25)
+    with world.connect() as con:
+        assert_index_matches_functions(con, MODEL_DIM)
+    # an index on the whole column (as built before this rule): migrate rebuilds it to match
+    with world.connect() as con:
+        con.execute(f"drop index public.{ANN_INDEX}")
+        con.execute(
+            f"create index {ANN_INDEX} on public.video_embeddings "
+            "using ivfflat (embedding vector_cosine_ops) with (lists = 10)"
+        )
+    world.wh.ensure_app_schema()
+    with world.connect() as con:
+        assert_index_matches_functions(con, MODEL_DIM)
 
 
 def test_lists_follow_the_row_count(world: World) -> None:
@@ -440,9 +561,12 @@ def test_dbt_macro_rebuilds_the_index_the_same_way(
         s = state(con)
         assert s["index_oid"] != before
         assert index_info(con) == ("ivfflat", {"lists": str(ivfflat_lists(s["videos"]))})
-        assert function_probes(con) == {
-            f"ivfflat.probes={ivfflat_probes(ivfflat_lists(s['videos']))}"
+        lists = ivfflat_lists(s["videos"])
+        assert probes_by_function(con) == {
+            "recommend_videos": f"ivfflat.probes={ivfflat_probes(lists)}",
+            "similar_videos": f"ivfflat.probes={ivfflat_similar_probes(lists)}",
         }
+        assert_index_matches_functions(con, MODEL_DIM)
     assert world.wh.recommend(world.user_ids[2], 3)
 
 

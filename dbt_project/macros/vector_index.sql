@@ -9,7 +9,12 @@
     dbt run-operation rebuild_vector_index --args '{relation: public.video_embeddings, method: hnsw}' --target postgres
 
     Readers keep a working index throughout: the new index is built under a temporary name,
-    then the old one is dropped and the new one renamed, in one transaction. -#}
+    then the old one is dropped and the new one renamed, in one transaction.
+
+    On video_embeddings the index is on the expression the serving functions order by: the
+    first N dimensions, N read from recommend_videos (sql/postgres/003_functions.sql; the
+    published model's dimension, the rest of the column is zero padding). Other tables get
+    an index on the whole column. -#}
 
 {#- lists: rows / 1000 up to 1M rows, sqrt(rows) above; at least 10 (pgvector's guidance). -#}
 {% macro ivfflat_lists(rows) -%}
@@ -22,15 +27,21 @@
     {{- return([lists, 10] | max) -}}
 {%- endmacro %}
 
-{#- probes: lists searched per query. sqrt(lists) is pgvector's starting point; 3 * sqrt(lists)
-    (at least 10, at most lists) measured recall@10 0.95-0.97 against exact search on trained
-    two-tower embeddings at 107k videos (benchmarks/postgres_bench.py --sweep; 0.92-0.94 at
-    2 * sqrt). Iterative scans add probes when filters (reviewed videos) leave too few rows. -#}
-{% macro ivfflat_probes(lists) -%}
+{#- probes: lists searched per query. sqrt(lists) is pgvector's starting point. recommend_videos:
+    4 * sqrt(lists) (at least 10, at most lists) measured recall@10 0.96-0.98 against exact
+    search on trained two-tower embeddings at 107k videos (benchmarks/postgres_bench.py --sweep;
+    0.94-0.96 at 3 * sqrt, too close to the 0.95 target). similar_videos: 6 * sqrt(lists)
+    (item-to-item queries need more: 0.88-0.89 at 3x, 0.95-0.96 at 5x, 0.98 at 6x). Iterative
+    scans add probes when filters (reviewed videos) leave too few rows. -#}
+{% macro ivfflat_probes(lists, factor=4) -%}
     {%- set lists = lists | int -%}
     {%- set root = lists ** 0.5 -%}
-    {%- set probes = (3 * root) | round(0, 'ceil') | int -%}
+    {%- set probes = (factor * root) | round(0, 'ceil') | int -%}
     {{- return([[probes, 10] | max, lists] | min) -}}
+{%- endmacro %}
+
+{% macro ivfflat_similar_probes(lists) -%}
+    {{- return(ivfflat_probes(lists, 6)) -}}
 {%- endmacro %}
 
 {#- hnsw.ef_search: candidates kept per query (recall@10 0.89 at 100, 0.95 at 200, 0.97 at 400
@@ -74,19 +85,31 @@
         "select count(*), (select format_type(atttypid, atttypmod) from pg_attribute"
         ~ " where attrelid = '" ~ qualified ~ "'::regclass and attname = '" ~ column ~ "')"
         ~ ", (select extnamespace::regnamespace::text from pg_extension where extname = 'vector')"
+        ~ ", (select substring(prosrc from 'subvector\\(e\\.embedding, 1, (\\d+)\\)') from pg_proc"
+        ~ " where oid = to_regprocedure('" ~ adapter.quote(schema_name)
+        ~ ".recommend_videos(text, integer)'))"
         ~ " from " ~ qualified
     ) -%}
     {%- set rows = stats.columns[0].values()[0] | int -%}
     {%- set dim = modules.re.search('\\((\\d+)\\)', stats.columns[1].values()[0]).group(1) | int -%}
     {%- set vector_schema = stats.columns[2].values()[0] -%}
+    {%- set ann_dim = stats.columns[3].values()[0] -%}
+    {%- if table_name == 'video_embeddings' and column == 'embedding' and ann_dim -%}
+        {%- set indexed = '(' ~ vector_schema ~ '.subvector(' ~ adapter.quote(column) ~ ', 1, '
+            ~ ann_dim ~ ')::' ~ vector_schema ~ '.vector(' ~ ann_dim ~ '))' -%}
+    {%- else -%}
+        {%- set indexed = adapter.quote(column) -%}
+    {%- endif -%}
     {%- set memory_mb = vector_index_memory_mb(rows, dim) -%}
     {%- if method == 'ivfflat' -%}
         {%- set lists = ivfflat_lists(rows) -%}
         {%- set with_clause = 'with (lists = ' ~ lists ~ ')' -%}
         {%- set tuning = 'set ivfflat.probes = ' ~ ivfflat_probes(lists) -%}
+        {%- set similar_tuning = 'set ivfflat.probes = ' ~ ivfflat_similar_probes(lists) -%}
     {%- else -%}
         {%- set with_clause = 'with (m = 16, ef_construction = 64)' -%}
         {%- set tuning = 'set hnsw.ef_search = ' ~ hnsw_ef_search() -%}
+        {%- set similar_tuning = tuning -%}
     {%- endif -%}
     {% call statement('rebuild_vector_index', auto_begin=True) %}
         -- serialized with the trainer's publish (same advisory lock key)
@@ -94,14 +117,14 @@
         set local maintenance_work_mem = '{{ memory_mb }}MB';
         drop index if exists {{ adapter.quote(schema_name) }}.{{ adapter.quote(index_name ~ '_new') }};
         create index {{ adapter.quote(index_name ~ '_new') }} on {{ qualified }}
-            using {{ method }} ({{ adapter.quote(column) }} {{ vector_schema }}.vector_cosine_ops)
+            using {{ method }} ({{ indexed }} {{ vector_schema }}.vector_cosine_ops)
             {{ with_clause }};
         drop index if exists {{ adapter.quote(schema_name) }}.{{ adapter.quote(index_name) }};
         alter index {{ adapter.quote(schema_name) }}.{{ adapter.quote(index_name ~ '_new') }}
             rename to {{ adapter.quote(index_name) }};
         {%- if table_name == 'video_embeddings' %}
         alter function {{ adapter.quote(schema_name) }}.recommend_videos(text, integer) {{ tuning }};
-        alter function {{ adapter.quote(schema_name) }}.similar_videos(uuid, integer) {{ tuning }};
+        alter function {{ adapter.quote(schema_name) }}.similar_videos(uuid, integer) {{ similar_tuning }};
         {%- endif %}
         analyze {{ qualified }};
     {% endcall %}

@@ -52,6 +52,10 @@ create table if not exists public.popular_videos (
 
 create index if not exists popular_videos_rank on public.popular_videos (positives desc, video_id);
 
+-- Every publish rewrites every row (a new model_version): with half of each page free, a row
+-- whose positives did not change is updated in place (HOT, no new index entries).
+alter table public.popular_videos set (fillfactor = 50);
+
 -- Every (reviewer, video) pair of the published model's data, whatever the stars:
 -- recommend_videos never suggests these. Refreshed by each publish in the same transaction as
 -- the vectors, so serving reads nothing from the marts, and a production database that only

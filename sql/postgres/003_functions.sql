@@ -9,7 +9,16 @@
 --
 -- ANN settings travel with the functions (SET clauses): each publish rebuilds the index and
 -- retunes ivfflat.probes on both functions in the same transaction (see
--- trainer/warehouse/postgres.py:ivfflat_probes and the rebuild_vector_index dbt macro).
+-- trainer/warehouse/postgres.py:ivfflat_probes, ivfflat_similar_probes and the
+-- rebuild_vector_index dbt macro); similar_videos gets more probes (item-to-item queries need
+-- them for the same recall).
+--
+-- The ANN index is on the model's dimensions only: vectors are zero-padded to the column, so
+-- the cosine distance of the first {ann_dim} dimensions is the distance of the whole vectors,
+-- at a quarter of the work for a 64-dim model in a vector(256) column. The expression
+-- `subvector(embedding, 1, {ann_dim})::vector({ann_dim})` below is the index's expression,
+-- character for character (the planner matches it); a publish with another model dimension
+-- re-creates these functions with it (render_migrations(..., ann_dim)).
 -- Iterative index scans (pgvector >= 0.8) keep returning rows until k survive the filters
 -- (already reviewed, the query video itself); plan_cache_mode = force_custom_plan plans each
 -- call with its real k, so the planner picks the ANN index instead of a sort of the table.
@@ -29,7 +38,9 @@ as $$
     with
 
     me as materialized (
-        select u.embedding
+        select
+            {vector_schema}.subvector(u.embedding, 1, {ann_dim})::{vector_schema}.vector({ann_dim})
+                as embedding
         from public.user_embeddings as u
         where u.user_id = p_user_id
     ),
@@ -44,12 +55,15 @@ as $$
     nearest as materialized (
         select
             e.video_id,
-            e.embedding operator({vector_schema}.<=>) (select me.embedding from me) as distance
+            {vector_schema}.subvector(e.embedding, 1, {ann_dim})::{vector_schema}.vector({ann_dim})
+            operator({vector_schema}.<=>) (select me.embedding from me) as distance
         from public.video_embeddings as e
         where
             exists (select 1 from me)
             and e.video_id not in (select r.video_id from reviewed as r)
-        order by e.embedding operator({vector_schema}.<=>) (select me.embedding from me)
+        order by
+            {vector_schema}.subvector(e.embedding, 1, {ann_dim})::{vector_schema}.vector({ann_dim})
+            operator({vector_schema}.<=>) (select me.embedding from me)
         limit k
     ),
 
@@ -98,7 +112,9 @@ as $$
     with
 
     query as materialized (
-        select q.embedding
+        select
+            {vector_schema}.subvector(q.embedding, 1, {ann_dim})::{vector_schema}.vector({ann_dim})
+                as embedding
         from public.video_embeddings as q
         where q.video_id = p_video_id
     ),
@@ -106,11 +122,13 @@ as $$
     nearest as materialized (
         select
             e.video_id,
-            e.embedding operator({vector_schema}.<=>) (select query.embedding from query)
-                as distance
+            {vector_schema}.subvector(e.embedding, 1, {ann_dim})::{vector_schema}.vector({ann_dim})
+            operator({vector_schema}.<=>) (select query.embedding from query) as distance
         from public.video_embeddings as e
         where exists (select 1 from query) and e.video_id <> p_video_id
-        order by e.embedding operator({vector_schema}.<=>) (select query.embedding from query)
+        order by
+            {vector_schema}.subvector(e.embedding, 1, {ann_dim})::{vector_schema}.vector({ann_dim})
+            operator({vector_schema}.<=>) (select query.embedding from query)
         limit k
     )
 

@@ -8,10 +8,12 @@ Where things live (see sql/postgres/):
   - public.recommend_videos(), public.similar_videos()  serving functions (security invoker)
 
 Data moves in bulk both ways: COPY (CSV) for the raw load and for reads into polars, binary COPY
-for the embedding write-back. A publish is one transaction under an advisory lock: stage, upsert,
-delete the rows of other versions, refresh reviewed_videos and popular_videos, rebuild the ANN
-index and retune the functions' probes. A reader sees the old set or the new one, never a mix;
-a publish that dies midway changes nothing.
+for the embedding write-back. A publish is one transaction under an advisory lock: register
+the videos of another database's marts when given, replace both embedding tables (a new version:
+delete + COPY straight in; the same version again: stage and upsert), refresh reviewed_videos
+and popular_videos, rebuild the ANN index (on the model's dimensions) and retune the functions'
+probes. A reader sees the old set or the new one, never a mix; a publish that dies midway
+changes nothing.
 
 Every query runs in a short transaction that sets search_path (marts, then public) locally, so
 unqualified names behave like DuckDB's and the code is correct behind a transaction pooler
@@ -28,6 +30,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +41,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from psycopg import sql as psql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.copy import QueuedLibpqWriter
 from psycopg.types.json import Jsonb
 
 from trainer.errors import UserError
@@ -74,13 +78,35 @@ def ivfflat_lists(rows: int) -> int:
 
 
 def ivfflat_probes(lists: int) -> int:
-    """3 * sqrt(lists) rounded up, at least 10 and at most lists.
+    """recommend_videos' probes: 4 * sqrt(lists) rounded up, at least 10 and at most lists.
 
     pgvector suggests sqrt(lists) as a start. On trained two-tower embeddings at 107k videos
-    (benchmarks/postgres_bench.py --sweep), recall@10 of recommend_videos against exact search
-    was 0.86 at 1x sqrt, 0.92-0.94 at 2x, 0.95-0.97 at 3x (the >= 0.95 target; k-means sampling
-    moves it by about 0.01 between builds), 0.98 at 4.5x, at about +40% latency per step."""
-    return min(max(math.ceil(3 * lists**0.5), 10), lists)
+    (107 lists; benchmarks/postgres_bench.py --sweep), recall@10 of recommend_videos against
+    exact search was 0.92-0.94 at 2x sqrt, 0.94-0.96 at 3x (k-means sampling moves it by about
+    0.01 between builds: too close to the >= 0.95 target), 0.96-0.98 at 4x, 0.98 at 5x."""
+    return _probes(4, lists)
+
+
+def ivfflat_similar_probes(lists: int) -> int:
+    """similar_videos' probes: 6 * sqrt(lists) rounded up, at least 10 and at most lists.
+
+    Item-to-item queries are harder for ivfflat than user queries (a video's neighbours sit
+    near the borders of its list more often): at 107 lists recall@10 of similar_videos was
+    0.88-0.89 at 3x sqrt, 0.93 at 4x, 0.95-0.96 at 5x, 0.98 at 6x."""
+    return _probes(6, lists)
+
+
+def _probes(factor: int, lists: int) -> int:
+    return min(max(math.ceil(factor * lists**0.5), 10), lists)
+
+
+def ann_expression(column: str, ann_dim: int, vector_schema: str) -> str:
+    """What the ANN index is on and the serving functions order by: the first ann_dim (the
+    model's) dimensions of the zero-padded column. Must match sql/postgres/003's text."""
+    return (
+        f"{vector_schema}.subvector({column}, 1, {int(ann_dim)})"
+        f"::{vector_schema}.vector({int(ann_dim)})"
+    )
 
 
 # hnsw.ef_search: recall@10 on the same embeddings 0.80 at 40, 0.89 at 100, 0.95 at 200,
@@ -161,11 +187,19 @@ def _quote_ident(name: str) -> str:
 
 
 def render_migrations(
-    column_dim: int, marts_schema: str, vector_schema: str = "public"
+    column_dim: int,
+    marts_schema: str,
+    vector_schema: str = "public",
+    ann_dim: int | None = None,
 ) -> list[tuple[str, str]]:
     """The sql/postgres migrations with their placeholders filled: [(file name, sql)].
 
-    Useful to hand the files to another migration tool (e.g. `supabase/migrations/`)."""
+    `ann_dim` (default: the column's) is how many leading dimensions the ANN index and the
+    serving functions use: the model's dimension. Useful to hand the files to another
+    migration tool (e.g. `supabase/migrations/`)."""
+    ann_dim = int(column_dim) if ann_dim is None else int(ann_dim)
+    if not 1 <= ann_dim <= int(column_dim):
+        raise UserError(f"ann_dim must be between 1 and {column_dim}, got {ann_dim}")
     if not _IDENTIFIER.match(marts_schema):
         raise UserError(
             f"the marts schema name {marts_schema!r} must be a plain identifier "
@@ -173,6 +207,7 @@ def render_migrations(
         )
     values = {
         "{dim}": str(int(column_dim)),
+        "{ann_dim}": str(ann_dim),
         "{marts_schema_name}": marts_schema,
         "{marts_schema}": _quote_ident(marts_schema),
         "{vector_schema}": vector_schema,  # regnamespace text: already quoted when needed
@@ -282,11 +317,21 @@ class PostgresWarehouse(Warehouse):
             )
             vector_schema = cur.fetchone()[0]
             cur.execute("set local check_function_bodies = off")
-            for name, text in render_migrations(column_dim, self.schema, vector_schema)[1:]:
+            # keep the dimensions the published model's index uses (when they still fit)
+            ann_dim = self._function_ann_dim(cur)
+            if ann_dim is None or ann_dim > int(column_dim):
+                ann_dim = int(column_dim)
+            rendered = render_migrations(column_dim, self.schema, vector_schema, ann_dim)
+            for name, text in rendered[1:]:
                 try:
                     cur.execute(text)
                 except psycopg.Error as exc:
                     raise UserError(f"migration sql/postgres/{name} failed: {exc}") from exc
+            self._vector_schema = vector_schema
+            if self._index_ann_dim(cur) not in (None, ann_dim):
+                # an index the functions cannot use (e.g. on the whole column, from before
+                # the index was on the model's dimensions): rebuild it to match
+                self._rebuild_ann_index(cur, ann_dim)
             self._tune_functions(cur)
         self._register_vector()
 
@@ -426,12 +471,19 @@ class PostgresWarehouse(Warehouse):
     ) -> None:
         """Replace both embedding tables with one model version, atomically, then reindex.
 
-        One transaction under an advisory lock (concurrent publishes queue): register the
-        videos of `serving` (another database's marts) that this one lacks, binary COPY into
-        temporary staging tables, upsert (rows whose vector and version are unchanged are not
-        rewritten, so publishing the same version twice is a no-op), delete every row not in
-        the new set, refresh reviewed_videos and popular_videos (from `serving`, else from this
+        One transaction under an advisory lock (concurrent publishes queue). First the videos of
+        `serving` (another database's marts) that this database lacks are registered. A new
+        version (no row has it yet, the weekly case) replaces each table by `delete` + binary
+        COPY straight into it: every row changes anyway, and this writes each vector once (no
+        staging copy, no join). Readers keep seeing the old rows (MVCC) until the commit.
+        Re-publishing a version that is already there goes through staging tables and a
+        compare-and-upsert instead, so unchanged rows are not rewritten and the call is a no-op.
+        Then refresh reviewed_videos and popular_videos (from `serving`, else from this
         database's marts), rebuild the ANN index under a new name and swap it in, retune probes.
+
+        Steps reported to `publish_observer`: "staged" (inputs checked, lock held; on the
+        re-publish path, staging tables filled), "deleted:<table>" (new-version path),
+        "upserted:<table>", "upserted" (serving tables refreshed too), "indexed".
         """
         if not model_version:
             raise UserError("model_version must not be empty")
@@ -448,21 +500,33 @@ class PostgresWarehouse(Warehouse):
         }
         try:
             with self._tx() as cur:
-                cur.execute("select pg_advisory_xact_lock(%s)", (PUBLISH_LOCK_KEY,))
+                cur.execute("select pg_advisory_xact_lock(%s), now()", (PUBLISH_LOCK_KEY,))
+                stamp = cur.fetchone()[1]
                 if serving is not None:
                     self._register_videos(cur, serving.videos)
-                for table, (ids, matrix) in batches.items():
-                    dim = self._column_dim(cur, table)
-                    self._stage(cur, table, ids, pad_to(matrix, dim, table))
-                self._notify("staged")
-                self._check_videos_registered(cur)
-                for table, key in EMBEDDING_TABLES.items():
-                    self._upsert(cur, table, key, model_version)
-                    self._notify(f"upserted:{table}")
+                dims = {}
+                for table, (_, matrix) in batches.items():
+                    dims[table] = self._column_dim(cur, table)
+                    pad_to(matrix[:0], dims[table], table)  # a wider model: a clear error
+                if self._is_republish(cur, model_version):
+                    self._republish(cur, batches, dims, model_version)
+                else:
+                    self._notify("staged")
+                    for table, (ids, matrix) in batches.items():
+                        self._replace(cur, table, ids, matrix, dims[table], model_version, stamp)
+                        self._notify(f"upserted:{table}")
                 self._refresh_serving(cur, serving, model_version)
                 self._notify("upserted")
-                self._rebuild_ann_index(cur)
+                model_dim = max(matrix.shape[1] for _, matrix in batches.values())
+                self._rebuild_ann_index(cur, model_dim)
                 self._notify("indexed")
+        except psycopg.errors.ForeignKeyViolation as exc:
+            # The FK video_embeddings.video_id -> videos.id refused the COPY: say which and how
+            # many (the transaction is gone; ask again in a fresh one).
+            self._raise_unregistered(batches["video_embeddings"][0])
+            raise UserError(
+                f"publishing {model_version} failed and was rolled back: {str(exc).strip()}"
+            ) from exc
         except psycopg.OperationalError as exc:
             raise UserError(
                 f"publishing {model_version} failed ({str(exc).strip()}); the transaction was "
@@ -478,18 +542,87 @@ class PostgresWarehouse(Warehouse):
         if self.publish_observer is not None:
             self.publish_observer(step)
 
+    def _is_republish(self, cur: psycopg.Cursor, model_version: str) -> bool:
+        """Whether this version is already published: the first row (by key, through the
+        primary key, so dead rows of earlier publishes cost nothing) of either table has it.
+
+        Every publish leaves one version in both tables, so one row tells. Were that ever not
+        so, both paths still end with the same rows; only updated_at of rows that already had
+        this exact vector and version would move."""
+        cur.execute(
+            " or ".join(
+                f"coalesce((select t.model_version = %(v)s from {APP_SCHEMA}.{table} as t "
+                f"order by t.{key} limit 1), false)"
+                for table, key in EMBEDDING_TABLES.items()
+            ).join(("select ", "")),
+            {"v": model_version},
+        )
+        return bool(cur.fetchone()[0])
+
+    def _replace(
+        self,
+        cur: psycopg.Cursor,
+        table: str,
+        ids: list[str] | np.ndarray,
+        matrix: np.ndarray,
+        dim: int,
+        model_version: str,
+        stamp: Any,
+    ) -> None:
+        """A new version: delete every row, COPY the new ones in (binary, all four columns).
+
+        The delete only marks the old tuples; readers see them until the commit. Inserting a
+        key deleted earlier in the same transaction is no unique violation. Each video row is
+        checked by the foreign key to videos (an unknown id aborts the COPY)."""
+        key = EMBEDDING_TABLES[table]
+        target = f"{APP_SCHEMA}.{table}"
+        cur.execute(f"delete from {target}")
+        self._notify(f"deleted:{table}")
+        suffix = (model_version.encode(), _timestamptz_bytes(stamp))
+        with cur.copy(
+            f"copy {target} ({key}, embedding, model_version, updated_at) "
+            "from stdin (format binary)",
+            writer=QueuedLibpqWriter(cur),  # numpy encodes the next block while this one goes
+        ) as copy:
+            for block in binary_copy_blocks(ids, matrix, key == "video_id", suffix, dim=dim):
+                copy.write(block)
+
+    def _republish(
+        self,
+        cur: psycopg.Cursor,
+        batches: dict[str, tuple[list[str] | np.ndarray, np.ndarray]],
+        dims: dict[str, int],
+        model_version: str,
+    ) -> None:
+        """The same version again: stage, then change only rows that differ."""
+        for table, (ids, matrix) in batches.items():
+            self._stage(cur, table, ids, matrix, dims[table])
+        self._notify("staged")
+        self._check_videos_registered(cur)
+        for table, key in EMBEDDING_TABLES.items():
+            self._upsert(cur, table, key, model_version)
+            self._notify(f"upserted:{table}")
+
     def _stage(
-        self, cur: psycopg.Cursor, table: str, ids: list[str] | np.ndarray, matrix: np.ndarray
+        self,
+        cur: psycopg.Cursor,
+        table: str,
+        ids: list[str] | np.ndarray,
+        matrix: np.ndarray,
+        dim: int,
     ) -> None:
         """Binary COPY into a temporary table (dropped at commit); uuid keys for videos."""
         stage = f"_stage_{table}"
         key_type = "uuid" if EMBEDDING_TABLES[table] == "video_id" else "text"
         cur.execute(
             f"create temporary table {stage} (key {key_type} not null, "
-            f"embedding {self._vector_schema}.vector({matrix.shape[1]}) not null) on commit drop"
+            f"embedding {self._vector_schema}.vector({dim}) not null) on commit drop"
         )
-        with cur.copy(f"copy {stage} (key, embedding) from stdin (format binary)") as copy:
-            for block in binary_copy_blocks(ids, matrix, uuid_keys=key_type == "uuid"):
+        with cur.copy(
+            f"copy {stage} (key, embedding) from stdin (format binary)",
+            writer=QueuedLibpqWriter(cur),
+        ) as copy:
+            for block in binary_copy_blocks(ids, matrix, key_type == "uuid", dim=dim):
                 copy.write(block)
         cur.execute(f"analyze {stage}")  # row counts for the planner's joins below
 
@@ -498,7 +631,21 @@ class PostgresWarehouse(Warehouse):
             "select count(*), min(s.key::text) from _stage_video_embeddings as s "
             f"where not exists (select 1 from {APP_SCHEMA}.videos as v where v.id = s.key)"
         )
-        missing, example = cur.fetchone()
+        self._unregistered_error(*cur.fetchone())
+
+    def _raise_unregistered(self, keys: list[str] | np.ndarray) -> None:
+        """After a foreign key violation: count the model's video ids missing from videos."""
+        ids = [uuid.UUID(bytes=bytes(k)) for k in keys]
+        with self._tx() as cur:
+            cur.execute(
+                "select count(*), min(k::text) from unnest(%s::uuid[]) as k "
+                f"where not exists (select 1 from {APP_SCHEMA}.videos as v where v.id = k)",
+                (ids,),
+            )
+            self._unregistered_error(*cur.fetchone())
+
+    @staticmethod
+    def _unregistered_error(missing: int, example: str | None) -> None:
         if missing:
             raise UserError(
                 f"{missing} video ids of the model are not in {APP_SCHEMA}.videos "
@@ -563,13 +710,7 @@ class PostgresWarehouse(Warehouse):
             "from _stage_reviewed as s where not exists (select 1 from "
             f"{target} as t where t.user_id = s.user_id and t.video_id = s.video_id)"
         )
-        cur.execute(f"delete from {APP_SCHEMA}.popular_videos")
-        cur.execute(
-            f"insert into {APP_SCHEMA}.popular_videos (video_id, positives, model_version) "
-            "select p.video_id, p.positives, %s from _stage_positives as p "
-            "where exists (select 1 from _stage_video_embeddings as s where s.key = p.video_id)",
-            (model_version,),
-        )
+        self._rank_popular(cur, model_version)
 
     def _stage_serving(self, cur: psycopg.Cursor, serving: ServingTables | None) -> bool:
         """Temporary _stage_reviewed and _stage_positives; False when there is no source."""
@@ -600,16 +741,61 @@ class PostgresWarehouse(Warehouse):
         cur.execute("analyze _stage_reviewed, _stage_positives")
         return True
 
-    def _rebuild_ann_index(self, cur: psycopg.Cursor) -> None:
+    def _rank_popular(self, cur: psycopg.Cursor, model_version: str) -> None:
+        """public.popular_videos: the staged positives per video (_stage_serving), kept for
+        published videos; written set-based like the re-publish upsert: delete videos no longer
+        in, update changed rows in place (their video_id, so the foreign key to videos, does not
+        change: no check per row; with the table's fillfactor 50 most are HOT updates, no index
+        entries), insert new ones."""
+        target = f"{APP_SCHEMA}.popular_videos"
+        cur.execute(
+            "create temporary table _ranked on commit drop as "
+            "select c.video_id, c.positives from _stage_positives as c "
+            f"where exists (select 1 from {APP_SCHEMA}.{ANN_TABLE} as e "
+            "  where e.video_id = c.video_id)"
+        )
+        cur.execute("analyze _ranked")
+        cur.execute(
+            f"delete from {target} as p "
+            "where not exists (select 1 from _ranked as r where r.video_id = p.video_id)"
+        )
+        cur.execute(
+            f"update {target} as p set positives = r.positives, model_version = %(v)s "
+            "from _ranked as r where r.video_id = p.video_id "
+            "and (p.positives, p.model_version) is distinct from (r.positives, %(v)s)",
+            {"v": model_version},
+        )
+        cur.execute(
+            f"insert into {target} (video_id, positives, model_version) "
+            "select r.video_id, r.positives, %(v)s from _ranked as r "
+            f"where not exists (select 1 from {target} as p where p.video_id = r.video_id)",
+            {"v": model_version},
+        )
+
+    def _rebuild_ann_index(self, cur: psycopg.Cursor, model_dim: int) -> None:
         """Build the new index under a temporary name, drop the old one, rename: one transaction.
 
-        The old index serves readers until the swap; only drop+rename+commit take the table's
+        The index is on the first `model_dim` dimensions (the rest is zero padding); when the
+        serving functions use another number, they are re-created with this one in the same
+        transaction (by their owner; anyone else keeps theirs when it covers the model). The
+        old index serves readers until the swap; only drop+rename+commit take the table's
         exclusive lock, for milliseconds.
         """
         table = f"{APP_SCHEMA}.{ANN_TABLE}"
+        dim = self._column_dim(cur, ANN_TABLE)
+        ann_dim = model_dim
+        current = self._function_ann_dim(cur)
+        if current != model_dim:
+            if self._owns_functions(cur):
+                cur.execute("set local check_function_bodies = off")
+                functions = dict(
+                    render_migrations(dim, self.schema, self._vector_schema, model_dim)
+                )["003_functions.sql"]
+                cur.execute(functions)
+            elif current is not None and model_dim <= current <= dim:
+                ann_dim = current
         cur.execute(f"select count(*) from {table}")
         rows = cur.fetchone()[0]
-        dim = self._column_dim(cur, ANN_TABLE)
         cur.execute(
             "select set_config('maintenance_work_mem', %s, true)",
             (f"{vector_index_memory_mb(rows, dim)}MB",),
@@ -620,9 +806,10 @@ class PostgresWarehouse(Warehouse):
             options = "with (m = 16, ef_construction = 64)"  # pgvector's defaults
         new = f"{ANN_INDEX}_new"
         cur.execute(f"drop index if exists {APP_SCHEMA}.{new}")
+        expression = ann_expression("embedding", ann_dim, self._vector_schema)
         cur.execute(
             f"create index {new} on {table} using {self.index_method} "
-            f"(embedding {self._vector_schema}.vector_cosine_ops) {options}"
+            f"(({expression}) {self._vector_schema}.vector_cosine_ops) {options}"
         )
         cur.execute(f"drop index if exists {APP_SCHEMA}.{ANN_INDEX}")
         cur.execute(f"alter index {APP_SCHEMA}.{new} rename to {ANN_INDEX}")
@@ -631,7 +818,7 @@ class PostgresWarehouse(Warehouse):
 
     def _tune_functions(self, cur: psycopg.Cursor) -> None:
         """Set the serving functions' search settings for the current ANN index: ivfflat.probes
-        from its lists, or hnsw.ef_search."""
+        from its lists (more for similar_videos), or hnsw.ef_search."""
         cur.execute(
             "select am.amname from pg_class as c join pg_am as am on am.oid = c.relam "
             "where c.oid = to_regclass(%s)",
@@ -640,19 +827,46 @@ class PostgresWarehouse(Warehouse):
         row = cur.fetchone()
         if row is None:
             return
+        recommend, similar = SERVING_FUNCTIONS
         if row[0] == "ivfflat":
-            setting = f"ivfflat.probes = {ivfflat_probes(self.ann_index_lists(cur) or 100)}"
+            lists = self.ann_index_lists(cur) or 100
+            settings = {
+                recommend: f"ivfflat.probes = {ivfflat_probes(lists)}",
+                similar: f"ivfflat.probes = {ivfflat_similar_probes(lists)}",
+            }
         else:
-            setting = f"hnsw.ef_search = {HNSW_EF_SEARCH}"
+            settings = dict.fromkeys(SERVING_FUNCTIONS, f"hnsw.ef_search = {HNSW_EF_SEARCH}")
+        if not self._owns_functions(cur):
+            return  # not the functions' owner: they keep the migration's settings
+        for function, setting in settings.items():
+            cur.execute(f"alter function {APP_SCHEMA}.{function} set {setting}")
+
+    def _owns_functions(self, cur: psycopg.Cursor) -> bool:
         cur.execute(
             "select bool_and(pg_has_role(current_user, p.proowner, 'USAGE')) from pg_proc as p "
             "where p.oid = any(%s::regprocedure[])",
             ([f"{APP_SCHEMA}.{f}" for f in SERVING_FUNCTIONS],),
         )
-        if not cur.fetchone()[0]:
-            return  # not the functions' owner: they keep the migration's settings
-        for function in SERVING_FUNCTIONS:
-            cur.execute(f"alter function {APP_SCHEMA}.{function} set {setting}")
+        return bool(cur.fetchone()[0])
+
+    def _function_ann_dim(self, cur: psycopg.Cursor) -> int | None:
+        """The dimensions recommend_videos searches (None: no function, or an older one)."""
+        cur.execute(
+            r"select substring(p.prosrc from 'subvector\(e\.embedding, 1, (\d+)\)') "
+            "from pg_proc as p where p.oid = to_regprocedure(%s)",
+            (f"{APP_SCHEMA}.{SERVING_FUNCTIONS[0]}",),
+        )
+        row = cur.fetchone()
+        return int(row[0]) if row and row[0] else None
+
+    def _index_ann_dim(self, cur: psycopg.Cursor) -> int | None:
+        """The dimensions the ANN index is on (None: no index; 0: not a subvector index)."""
+        cur.execute("select pg_get_indexdef(to_regclass(%s))", (f"{APP_SCHEMA}.{ANN_INDEX}",))
+        row = cur.fetchone()
+        if row is None or row[0] is None:
+            return None
+        match = re.search(r"subvector\(embedding, 1, (\d+)\)", row[0])
+        return int(match.group(1)) if match else 0
 
     def ann_index_lists(self, cur: psycopg.Cursor | None = None) -> int | None:
         """The lists of the current ivfflat index (None when there is none, or it is hnsw)."""
@@ -740,43 +954,75 @@ _COPY_TRAILER = (-1).to_bytes(2, "big", signed=True)
 
 
 def binary_copy_blocks(
-    ids: list[str] | np.ndarray, matrix: np.ndarray, uuid_keys: bool = False
+    ids: list[str] | np.ndarray,
+    matrix: np.ndarray,
+    uuid_keys: bool = False,
+    suffix: tuple[bytes, ...] = (),
+    chunk_rows: int = 16_384,
+    dim: int | None = None,
 ) -> Iterator[bytes]:
-    """COPY BINARY rows (key, embedding vector), built by numpy rather than row by row.
+    """COPY BINARY rows (key, embedding vector, *suffix), built by numpy rather than row by row.
 
-    Each block is one fixed-size numpy record array: int16 field count, int32 key size, the key
-    (16 bytes for a uuid; text keys are grouped by byte length), int32 vector size, then
-    pgvector's binary vector (int16 dim, int16 unused, dim big-endian float4).
+    Each block is one fixed-size numpy record array of at most `chunk_rows` rows: int16 field
+    count, int32 key size, the key (16 bytes for a uuid; text keys are grouped by byte length),
+    int32 vector size, then pgvector's binary vector (int16 dim, int16 unused, dim big-endian
+    float4), then each `suffix` value (already in binary form: the same for every row).
+    Vectors narrower than `dim` (the column's dimension) are zero-padded on the way.
     """
-    dim = matrix.shape[1]
+    width = matrix.shape[1]
+    dim = width if dim is None else dim
+    if width > dim:
+        raise ValueError(f"vectors of {width} dimensions do not fit vector({dim})")
     yield _COPY_HEADER
     if uuid_keys or isinstance(ids, np.ndarray):
         keys = ids if isinstance(ids, np.ndarray) else uuid_bytes(list(ids))
-        groups = [(16, slice(None), keys)]
+        groups = [(16, np.arange(len(keys)), keys)]
     else:
         encoded = [key.encode() for key in ids]
         lengths = np.fromiter((len(k) for k in encoded), dtype=np.int64, count=len(encoded))
         groups = []
         for length in np.unique(lengths):
             rows = np.flatnonzero(lengths == length)
-            groups.append((int(length), rows, [encoded[i] for i in rows]))
+            texts = np.array([encoded[i] for i in rows], f"S{length}") if length else None
+            groups.append((int(length), rows, texts))
+    constants = [
+        field
+        for i, value in enumerate(suffix)
+        for field in ((f"size{i}", ">i4"), *([(f"value{i}", f"S{len(value)}")] if value else []))
+    ]
     for length, rows, keys in groups:
         key_field = [("key", f"S{length}")] if length else []
         record = np.dtype(
             [("fields", ">i2"), ("key_size", ">i4"), *key_field]
             + [("vector_size", ">i4"), ("dim", ">i2"), ("unused", ">i2"), ("values", ">f4", (dim,))]
+            + constants
         )
-        block = np.empty(len(keys), dtype=record)
-        block["fields"] = 2
-        block["key_size"] = length
-        if length:
-            block["key"] = keys
-        block["vector_size"] = 4 + 4 * dim
-        block["dim"] = dim
-        block["unused"] = 0
-        block["values"] = matrix[rows]
-        yield block.tobytes()
+        for start in range(0, len(rows), chunk_rows):
+            part = slice(start, start + chunk_rows)
+            block = np.empty(len(rows[part]), dtype=record)
+            block["fields"] = 2 + len(suffix)
+            block["key_size"] = length
+            if length:
+                block["key"] = keys[part]
+            block["vector_size"] = 4 + 4 * dim
+            block["dim"] = dim
+            block["unused"] = 0
+            block["values"][:, :width] = matrix[rows[part]]
+            block["values"][:, width:] = 0
+            for i, value in enumerate(suffix):
+                block[f"size{i}"] = len(value)
+                if value:
+                    block[f"value{i}"] = value
+            yield block.tobytes()
     yield _COPY_TRAILER
+
+
+_PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def _timestamptz_bytes(stamp: datetime) -> bytes:
+    """A timestamptz in COPY's binary form: int64 microseconds since 2000-01-01 UTC."""
+    return ((stamp - _PG_EPOCH) // timedelta(microseconds=1)).to_bytes(8, "big", signed=True)
 
 
 def _checked(
@@ -938,11 +1184,13 @@ def _convert(col: pl.Expr, type_name: str) -> pl.Expr:
 
 __all__ = [
     "ConnectionSettings",
+    "ann_expression",
     "PostgresWarehouse",
     "binary_copy_blocks",
     "connection_settings",
     "ivfflat_lists",
     "ivfflat_probes",
+    "ivfflat_similar_probes",
     "render_migrations",
     "vector_index_memory_mb",
 ]
