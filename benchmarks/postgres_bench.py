@@ -205,7 +205,7 @@ def _write_back_parts(r, label, steps, started, total, vectors) -> None:
     for step, when in marks:
         name = {
             "staged": "lock, checks, encode setup (re-publish: + COPY to staging)",
-            "upserted": "popular_videos ranking",
+            "upserted": "reviewed_videos + popular_videos refresh",
             "indexed": "ANN index build + swap + retune + analyze",
         }.get(step)
         if name is None:
@@ -218,9 +218,12 @@ def _write_back_parts(r, label, steps, started, total, vectors) -> None:
         r[f"{label}: {name} s"] = round(when - at, 2)
         previous, at = step, when
     r[f"{label}: commit s"] = round(total - (steps["indexed"] - started), 2)
+    replaced = steps["upserted:user_embeddings"] - started
+    r[f"{label}: EMBEDDING WRITE-BACK (lock -> both tables replaced) s"] = round(replaced, 2)
+    r[f"{label}: EMBEDDING WRITE-BACK vectors/s"] = round(vectors / replaced)
     seconds = steps["upserted"] - started
-    r[f"{label}: WRITE-BACK (copy + atomic replace, excl. index) s"] = round(seconds, 2)
-    r[f"{label}: WRITE-BACK vectors/s"] = round(vectors / seconds)
+    r[f"{label}: + serving tables (excl. index) s"] = round(seconds, 2)
+    r[f"{label}: + serving tables, vectors/s"] = round(vectors / seconds)
     r[f"{label}: total s (incl. index, commit)"] = round(total, 2)
 
 

@@ -46,11 +46,11 @@ def fill_production(conninfo: str, videos: int, users: int, reviewed: int, seed:
         )
     with psycopg.connect(conninfo, autocommit=True) as con:
         con.execute(
-            "with v as (select array_agg(id) as ids from public.videos) "
-            "insert into public.reviewed_videos (user_id, video_id) "
-            "select 'user' || lpad(floor(random() * %s)::int::text, 7, '0'), "
-            "v.ids[1 + floor(random() * %s)::int] from generate_series(1, %s), v "
-            "on conflict do nothing",
+            "with v as (select array_agg(id) as ids from public.videos), "
+            "pairs as (select 'user' || lpad(floor(random() * %s)::int::text, 7, '0') as u, "
+            "v.ids[1 + floor(random() * %s)::int] as id from generate_series(1, %s), v) "
+            "insert into public.reviewed_videos (user_id, video_ids) "
+            "select u, array_agg(distinct id order by id) from pairs group by u",
             (users, videos, reviewed),
         )
         con.execute(

@@ -742,3 +742,49 @@ def test_service_role_writes_and_strangers_cannot_execute(world: World) -> None:
         con.execute("set role stranger")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             con.execute("select * from public.recommend_videos('user000', 5)")
+
+
+def test_reviewed_videos_follow_the_marts_and_only_changed_reviewers_are_rewritten(
+    world: World,
+) -> None:
+    def sets(con: psycopg.Connection) -> dict[str, tuple[set[str], int]]:
+        return {
+            u: ({str(v) for v in ids}, xmin)
+            for u, ids, xmin in con.execute(
+                "select user_id, video_ids, xmin::text::bigint from public.reviewed_videos"
+            ).fetchall()
+        }
+
+    publish(world.wh, world, "r1", seed=11)
+    with world.connect() as con:
+        first = sets(con)
+        assert {u: s for u, (s, _) in first.items()} == world.reviewed
+        changed, gone = "user001", "user002"
+        kept = next(iter(world.video_ids[100:]))
+        con.execute(
+            "insert into recsys.interactions values (%s, %s, 2, false, 0.4)", (changed, kept)
+        )
+        saved = con.execute(
+            "delete from recsys.interactions where user_id = %s returning *", (gone,)
+        ).fetchall()
+    try:
+        publish(world.wh, world, "r2", seed=12)
+        with world.connect() as con:
+            second = sets(con)
+    finally:
+        with world.connect() as con:
+            con.execute(
+                "delete from recsys.interactions where user_id = %s and video_id = %s "
+                "and stars = 2 and not label",
+                (changed, kept),
+            )
+            con.cursor().executemany(
+                "insert into recsys.interactions values (%s, %s, %s, %s, %s)", saved
+            )
+    assert second[changed][0] == world.reviewed[changed] | {kept}
+    assert gone not in second
+    unchanged = set(first) - {changed, gone}
+    assert {u: second[u] for u in unchanged} == {u: first[u] for u in unchanged}  # same xmin
+    # and recommend_videos excludes the new review at once
+    got = world.wh.recommend(changed, 20)
+    assert kept not in {r.video_id for r in got}

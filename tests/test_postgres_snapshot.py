@@ -211,7 +211,10 @@ def test_train_on_the_copy_publish_to_production(
         ).fetchone()[0]
         assert embedded_app > 0
         reviewed_work = rows(work, "select distinct user_id, video_id from recsys.interactions")
-        assert rows(prod, "select user_id, video_id from public.reviewed_videos") == reviewed_work
+        assert (
+            rows(prod, "select user_id, unnest(video_ids) from public.reviewed_videos")
+            == reviewed_work
+        )
         assert prod.execute("select count(*) from public.popular_videos").fetchone()[0] > 0
         # the copy received no publish
         assert work.execute("select count(*) from public.video_embeddings").fetchone() == (0,)

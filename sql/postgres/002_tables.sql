@@ -56,16 +56,17 @@ create index if not exists popular_videos_rank on public.popular_videos (positiv
 -- whose positives did not change is updated in place (HOT, no new index entries).
 alter table public.popular_videos set (fillfactor = 50);
 
--- Every (reviewer, video) pair of the published model's data, whatever the stars:
--- recommend_videos never suggests these. Refreshed by each publish in the same transaction as
--- the vectors, so serving reads nothing from the marts, and a production database that only
--- receives publishes (the snapshot flow: train on a restored copy) needs no marts at all.
--- No foreign key: with ingest_videos off a reviewed product may have no videos row, and an
--- exclusion list with a dangling id is harmless.
+-- The videos each reviewer has reviewed (any stars), as of the published model's data:
+-- recommend_videos never suggests these. One row per reviewer (a sorted uuid array) rather than
+-- one per pair: a tenth of the rows, and a publish rewrites only reviewers whose set changed.
+-- Refreshed by each publish in the same transaction as the vectors, so serving reads nothing
+-- from the marts, and a production database that only receives publishes (the snapshot flow:
+-- train on a restored copy) needs no marts at all. No foreign key to videos: with
+-- ingest_videos off a reviewed product may have no videos row, and an exclusion list with a
+-- dangling id is harmless.
 create table if not exists public.reviewed_videos (
-    user_id text not null,
-    video_id uuid not null,
-    primary key (user_id, video_id)
+    user_id text primary key,
+    video_ids uuid[] not null
 );
 
 -- One row per training run (published or not), written by the trainer.
@@ -90,5 +91,5 @@ comment on table public.user_embeddings is
 comment on table public.popular_videos is
     'reviews_two_tower: positive interactions per published video, refreshed by each publish';
 comment on table public.reviewed_videos is
-    'reviews_two_tower: what each reviewer reviewed, excluded by recommend_videos; refreshed by each publish';
+    'reviews_two_tower: the videos each reviewer reviewed, excluded by recommend_videos; refreshed by each publish';
 comment on table public.model_runs is 'reviews_two_tower: one row per training run';

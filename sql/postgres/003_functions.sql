@@ -46,7 +46,7 @@ as $$
     ),
 
     reviewed as materialized (
-        select r.video_id
+        select unnest(r.video_ids) as video_id
         from public.reviewed_videos as r
         where r.user_id = p_user_id
     ),

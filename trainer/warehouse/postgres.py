@@ -697,49 +697,56 @@ class PostgresWarehouse(Warehouse):
         self, cur: psycopg.Cursor, serving: ServingTables | None, model_version: str
     ) -> None:
         """reviewed_videos and popular_videos for the new vectors, from `serving` or from this
-        database's marts; left as they are when there is neither (a rollback on production)."""
-        if not self._stage_serving(cur, serving):
+        database's marts; left as they are when there is neither (a rollback on production).
+
+        reviewed_videos changes by difference: each reviewer's sorted set is aggregated, then
+        reviewers no longer present are deleted and only changed sets are written."""
+        source = self._stage_serving(cur, serving)
+        if source is None:
             return
         target = f"{APP_SCHEMA}.reviewed_videos"
         cur.execute(
-            f"delete from {target} as t where not exists (select 1 from _stage_reviewed as s "
-            "where s.user_id = t.user_id and s.video_id = t.video_id)"
+            "create temporary table _stage_reviewed_sets on commit drop as "
+            "select s.user_id, array_agg(distinct s.video_id order by s.video_id) as video_ids "
+            f"from {source} as s where s.video_id is not null group by s.user_id"
+        )
+        cur.execute("analyze _stage_reviewed_sets")
+        cur.execute(
+            f"delete from {target} as t where not exists "
+            "(select 1 from _stage_reviewed_sets as s where s.user_id = t.user_id)"
         )
         cur.execute(
-            f"insert into {target} (user_id, video_id) select s.user_id, s.video_id "
-            "from _stage_reviewed as s where not exists (select 1 from "
-            f"{target} as t where t.user_id = s.user_id and t.video_id = s.video_id)"
+            f"insert into {target} as t (user_id, video_ids) "
+            "select s.user_id, s.video_ids from _stage_reviewed_sets as s "
+            "on conflict (user_id) do update set video_ids = excluded.video_ids "
+            "where t.video_ids is distinct from excluded.video_ids"
         )
         self._rank_popular(cur, model_version)
 
-    def _stage_serving(self, cur: psycopg.Cursor, serving: ServingTables | None) -> bool:
-        """Temporary _stage_reviewed and _stage_positives; False when there is no source."""
+    def _stage_serving(self, cur: psycopg.Cursor, serving: ServingTables | None) -> str | None:
+        """Temporary _stage_positives, and the relation that holds the reviewed pairs: the
+        marts' interactions, or _stage_reviewed copied from `serving`. None without a source."""
         if serving is None:
             cur.execute("select to_regclass('interactions') is not null")
             if not cur.fetchone()[0]:
-                return False
-            cur.execute(
-                "create temporary table _stage_reviewed on commit drop as "
-                "select distinct user_id, video_id from interactions where video_id is not null"
-            )
+                return None
             cur.execute(
                 "create temporary table _stage_positives on commit drop as "
                 "select video_id, count(*) as positives from interactions "
                 "where label and video_id is not null group by video_id"
             )
-        else:
-            cur.execute(
-                "create temporary table _stage_reviewed (user_id text not null, "
-                "video_id uuid not null) on commit drop;"
-                "create temporary table _stage_positives (video_id uuid not null, "
-                "positives bigint not null) on commit drop"
-            )
-            _copy_arrow(cur, "_stage_reviewed", serving.reviewed.select(["user_id", "video_id"]))
-            _copy_arrow(
-                cur, "_stage_positives", serving.positives.select(["video_id", "positives"])
-            )
+            cur.execute("analyze _stage_positives")
+            return "interactions"
+        cur.execute(
+            "create temporary table _stage_reviewed (user_id text not null, "
+            "video_id uuid not null) on commit drop;"
+            "create temporary table _stage_positives (video_id uuid not null, "
+            "positives bigint not null) on commit drop"
+        )
+        _copy_arrow(cur, "_stage_reviewed", serving.reviewed.select(["user_id", "video_id"]))
+        _copy_arrow(cur, "_stage_positives", serving.positives.select(["video_id", "positives"]))
         cur.execute("analyze _stage_reviewed, _stage_positives")
-        return True
+        return "_stage_reviewed"
 
     def _rank_popular(self, cur: psycopg.Cursor, model_version: str) -> None:
         """public.popular_videos: the staged positives per video (_stage_serving), kept for
