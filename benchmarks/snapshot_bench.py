@@ -86,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     for table, n in result.tables.items():
         print(f"  {table}: {n:,} rows")
     print(f"snapshot of {size} of tables: {seconds:.1f} s, {rows / seconds:,.0f} rows/s")
+    parts = ", ".join(f"{name} {s:.1f} s" for name, s in result.seconds.items())
+    print(f"  {parts}; dump file {result.dump_bytes / 1e6:.0f} MB")
     return 0
 
 

@@ -299,7 +299,9 @@ def _cmd_snapshot(args: argparse.Namespace) -> int:
     result = snapshot(source, work)
     print(
         f"restored {len(result.tables)} tables into {work.name} "
-        f"(PostgreSQL {result.source_version} -> {result.work_version}, {result.tools.version})"
+        f"(PostgreSQL {result.source_version} -> {result.work_version}, {result.tools.version}; "
+        f"dump {result.dump_bytes / 1e6:.1f} MB in {result.seconds['dump']:.1f} s, "
+        f"restore {result.seconds['restore']:.1f} s)"
     )
     if result.missing:
         print(f"not in the source yet: {', '.join(result.missing)}")
