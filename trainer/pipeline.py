@@ -108,18 +108,17 @@ def run_pipeline(options: PipelineOptions, cfg: TrainConfig) -> PipelineResult:
             "publish target must be Postgres (DuckDB serves from the marts it trained on)"
         )
     hmac_key = key_from_env() if options.anonymize else None
-    if separate:
+    if separate:  # before any work: production must be migrated already
         with connect(publish_target) as production:
             require_published_tables(production, publish_target.name)
-            version = unique_version(production)
     stages: dict[str, float] = {}
     with stage(stages, "load", options.progress), connect(target) as warehouse:
         load_reviews(warehouse, options.csv, hmac_key)
     with stage(stages, "dbt build", options.progress):
         run_dbt(target, "build", quiet=True)
+    with connect(publish_target) as where_recorded:  # model_runs lives where runs are recorded
+        version = unique_version(where_recorded)
     with connect(target) as warehouse, stage(stages, "train + evaluate", options.progress):
-        if not separate:
-            version = unique_version(warehouse)
         trained = train_and_evaluate(warehouse, cfg, options.progress, version)
         serving = read_serving_tables(warehouse) if separate else None
     with store_from_env(options.store_root) as store:
