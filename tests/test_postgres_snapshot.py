@@ -10,6 +10,8 @@ under random ids, an unrelated table, then our migrations.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
 import subprocess
 from pathlib import Path
@@ -25,7 +27,7 @@ from trainer.artifact import load_artifact
 from trainer.cli import main
 from trainer.errors import UserError
 from trainer.load import parse_reviews_csv
-from trainer.snapshot import PgTools, check_versions, restore_list
+from trainer.snapshot import PgTools, check_versions, restore_errors, restore_lists
 from trainer.synth import BASE_URL, SynthConfig, write_synthetic_csv
 
 GOOD = ["--epochs", "12", "--embedding-dim", "32", "--quiet"]
@@ -62,6 +64,10 @@ def make_production(server: PgServer, db: str) -> None:
             "execute function public.touch_video();"
             "alter table public.videos enable row level security;"
             "create policy videos_read on public.videos for select to anon using (true);"
+            # an index on an app function, which the work copy will not have
+            "create function public.title_key(t text) returns text immutable language sql "
+            "as $$ select lower(t) $$;"
+            "create index videos_title_key on public.videos (public.title_key(title));"
             "create table public.app_comments (id serial primary key, body text);"
             "insert into public.app_comments (body) select 'comment ' || g "
             "from generate_series(1, 25) as g"
@@ -136,7 +142,10 @@ def flow(pg_env: PgServer, prod_server: PgServer, csv: Path, tmp_path_factory): 
         with prod_server.connect("prod") as con:
             before = fingerprints(con)
             app_videos = rows(con, "select id, product_url, title from public.videos")
-        assert main(["snapshot", "--source", "prod_readonly", "--target", "postgres"]) == 0
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            code = main(["snapshot", "--source", "prod_readonly", "--target", "postgres"])
+        assert code == 0
         with prod_server.connect("prod") as con:
             after_snapshot = fingerprints(con)
         with pg_env.connect("work") as con:
@@ -145,6 +154,12 @@ def flow(pg_env: PgServer, prod_server: PgServer, csv: Path, tmp_path_factory): 
                 "select count(*) from pg_trigger where tgrelid = 'public.videos'::regclass "
                 "and not tgisinternal"
             ).fetchone()[0]
+            indexes = {
+                r[0]
+                for r in con.execute(
+                    "select indexname from pg_indexes where tablename = 'videos'"
+                ).fetchall()
+            }
         out = tmp_path_factory.mktemp("snap-out")
         code = pipeline(csv, out, *GOOD)
         yield {
@@ -153,6 +168,8 @@ def flow(pg_env: PgServer, prod_server: PgServer, csv: Path, tmp_path_factory): 
             "app_videos": app_videos,
             "snapped": snapped,
             "triggers": triggers,
+            "indexes": indexes,
+            "printed": printed.getvalue(),
             "code": code,
             "out": out,
             "monkeypatch": monkeypatch,
@@ -165,6 +182,11 @@ def test_snapshot_through_a_read_only_role_copies_and_never_writes(
     assert flow["after_snapshot"] == flow["before"]  # production untouched by the snapshot
     assert flow["snapped"] == flow["app_videos"] and len(flow["app_videos"]) == APP_VIDEOS
     assert flow["triggers"] == 0  # the app's trigger (and its function) stayed behind
+    # an index on an app function cannot be restored: reported, skipped, not fatal
+    assert "videos_pkey" in flow["indexes"] and "videos_product_url_key" in flow["indexes"]
+    assert "videos_title_key" not in flow["indexes"]
+    warning = next(line for line in flow["printed"].splitlines() if "title_key" in line)
+    assert warning.startswith("warning: skipped") and "does not exist" in warning
     with (
         psycopg.connect(prod_server.conninfo("prod", user=READER), autocommit=True) as con,
         pytest.raises(psycopg.errors.ReadOnlySqlTransaction),
@@ -290,7 +312,7 @@ def test_version_rules_say_what_to_install() -> None:
     check_versions(newer, source_major=17, work_major=17)
 
 
-def test_the_restore_list_keeps_tables_and_drops_what_names_foreign_objects() -> None:
+def test_the_restore_lists_keep_tables_and_drop_what_names_foreign_objects() -> None:
     toc = "\n".join(
         [
             ";",
@@ -309,12 +331,28 @@ def test_the_restore_list_keeps_tables_and_drops_what_names_foreign_objects() ->
             "3236; 0 0 STATISTICS DATA public videos postgres",
         ]
     )
-    kept = [line.split(" ", 3)[3] for line in restore_list(toc).splitlines()]
-    assert kept == [
+    core, extras = (
+        [line.split(" ", 3)[3] for line in listing.splitlines()] for listing in restore_lists(toc)
+    )
+    assert core == [
         "TABLE public videos postgres",
         "TABLE public video_embeddings postgres",
         "TABLE DATA public videos postgres",
         "CONSTRAINT public videos videos_pkey postgres",
+    ]
+    assert extras == [
         "INDEX public videos_title_idx postgres",
         "COMMENT public TABLE videos postgres",
+    ]
+
+
+def test_restore_errors_name_the_failed_statement() -> None:
+    stderr = (
+        "pg_restore: error: could not execute query: ERROR:  function public.f(text) does not "
+        "exist\nLINE 1: ...\nCommand was: CREATE INDEX v_f ON public.videos USING btree "
+        "(public.f(title));\npg_restore: warning: errors ignored on restore: 1\n"
+    )
+    assert restore_errors(stderr) == [
+        "function public.f(text) does not exist (CREATE INDEX v_f ON public.videos USING btree "
+        "(public.f(title));)"
     ]

@@ -305,6 +305,8 @@ def _cmd_snapshot(args: argparse.Namespace) -> int:
     )
     if result.missing:
         print(f"not in the source yet: {', '.join(result.missing)}")
+    for message in result.skipped:
+        print(f"warning: skipped on the work copy (not needed to train): {message}")
     return 0
 
 

@@ -9,10 +9,13 @@ publish writes to production.
     pg_restore --use-list=<filtered> --single-transaction --exit-on-error            (work)
 
 Only tables and what makes them usable travel (columns, defaults, primary keys and unique
-constraints, indexes, comments, data). Triggers, policies, grants and foreign keys stay behind:
-they may name functions, roles or tables the work database does not have, and the work copy is
-only read by the pipeline. The source is only ever read: our own queries run in read-only
-transactions and pg_dump takes nothing stronger than ACCESS SHARE locks.
+constraints, data), in one transaction that stops at the first error; then indexes and comments,
+each on its own, so one that names something the work database lacks (an app function, an
+extension) is reported and skipped instead of failing the snapshot. Triggers, policies, grants
+and foreign keys stay behind: they may name functions, roles or tables the work database does
+not have, and the work copy is only read by the pipeline. The source is only ever read: our
+own queries run in read-only transactions and pg_dump takes nothing stronger than ACCESS SHARE
+locks.
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ RESTORED_ENTRIES = {
     "INDEX",
     "COMMENT",
 }
+# Restored one by one after the rest; a failure is reported, not fatal.
+BEST_EFFORT_ENTRIES = {"INDEX", "COMMENT"}
 # Types that share a prefix with a restored one, so the longest match decides.
 LEFT_OUT_ENTRIES = {"DEFAULT ACL", "FK CONSTRAINT", "INDEX ATTACH", "STATISTICS DATA"}
 _TOC_LINE = re.compile(r"^\d+; \d+ \d+ (?P<rest>.*)$")
@@ -78,6 +83,7 @@ class SnapshotResult:
     tools: PgTools
     dump_bytes: int = 0
     seconds: dict[str, float] = field(default_factory=dict)  # dump, restore, analyze
+    skipped: list[str] = field(default_factory=list)  # pg_restore's errors on indexes, comments
 
 
 def find_tools(environ: dict[str, str] | None = None) -> PgTools:
@@ -144,9 +150,10 @@ def check_versions(tools: PgTools, source_major: int, work_major: int) -> None:
         )
 
 
-def restore_list(toc: str) -> str:
-    """The pg_restore -l listing with only the entries the work copy needs."""
-    kept = []
+def restore_lists(toc: str) -> tuple[str, str]:
+    """The pg_restore -l listing split into what the work copy needs (tables, data, keys) and
+    what it can do without (indexes, comments); every other entry is left out."""
+    core, extras = [], []
     all_types = sorted(RESTORED_ENTRIES | LEFT_OUT_ENTRIES, key=len, reverse=True)
     for line in toc.splitlines():
         match = _TOC_LINE.match(line)
@@ -154,9 +161,11 @@ def restore_list(toc: str) -> str:
             continue  # comments and blank lines of the listing
         rest = match.group("rest")
         kind = next((t for t in all_types if rest.startswith(t + " ")), None)
-        if kind in RESTORED_ENTRIES:
-            kept.append(line)
-    return "\n".join(kept) + "\n"
+        if kind in BEST_EFFORT_ENTRIES:
+            extras.append(line)
+        elif kind in RESTORED_ENTRIES:
+            core.append(line)
+    return "\n".join(core) + "\n", "\n".join(extras) + "\n"
 
 
 def snapshot(source: Target, work: Target, progress: bool = True) -> SnapshotResult:
@@ -190,16 +199,7 @@ def snapshot(source: Target, work: Target, progress: bool = True) -> SnapshotRes
         _run(tools.pg_dump, _dump_args(present, dump), source_settings.conninfo, READ_ONLY)
         dump_bytes = dump.stat().st_size
         seconds["dump"] = time.perf_counter() - started
-        listing = Path(tmp) / "restore.list"
-        toc = _run(tools.pg_restore, ["--list", str(dump)], None, None)
-        listing.write_text(restore_list(toc))
-        _run(
-            tools.pg_restore,
-            ["--no-owner", "--no-privileges", "--single-transaction", "--exit-on-error",
-             f"--use-list={listing}", str(dump)],
-            work_settings.conninfo,
-            None,
-        )  # fmt: skip
+        skipped = _restore(tools, dump, work_settings.conninfo)
         seconds["restore"] = time.perf_counter() - started - seconds["dump"]
     with _connect(work_settings.conninfo) as dst:
         rows = {}
@@ -211,7 +211,9 @@ def snapshot(source: Target, work: Target, progress: bool = True) -> SnapshotRes
             print(f"  {APP_SCHEMA}.{table}: {n:,} rows", flush=True)
     seconds["analyze"] = time.perf_counter() - started - seconds["dump"] - seconds["restore"]
     missing = [t for t in SNAPSHOT_TABLES if t not in present]
-    return SnapshotResult(rows, missing, source_major, work_major, tools, dump_bytes, seconds)
+    return SnapshotResult(
+        rows, missing, source_major, work_major, tools, dump_bytes, seconds, skipped
+    )
 
 
 def _dump_args(tables: list[str], out: Path) -> list[str]:
@@ -225,6 +227,28 @@ def _dump_args(tables: list[str], out: Path) -> list[str]:
         *(f"--table={APP_SCHEMA}.{t}" for t in tables),
         f"--file={out}",
     ]
+
+
+def _restore(tools: PgTools, dump: Path, conninfo: str) -> list[str]:
+    """Tables, data and keys in one transaction that stops at the first error; then indexes and
+    comments, where pg_restore goes on past errors: those come back as messages."""
+    toc = _run(tools.pg_restore, ["--list", str(dump)], None, None)
+    core, extras = restore_lists(toc)
+    common = ["--no-owner", "--no-privileges"]
+    for name, listing, options in (
+        ("core", core, ["--single-transaction", "--exit-on-error"]),
+        ("extras", extras, []),
+    ):
+        if not listing.strip():
+            continue
+        path = dump.with_name(f"{name}.list")
+        path.write_text(listing)
+        args = [*common, *options, f"--use-list={path}", str(dump)]
+        if name == "core":
+            _run(tools.pg_restore, args, conninfo, None)
+        else:
+            return restore_errors(_client(tools.pg_restore, args, conninfo, None).stderr)
+    return []
 
 
 def _prepare_work(con: psycopg.Connection, vector_schema: str | None) -> None:
@@ -246,7 +270,9 @@ def _prepare_work(con: psycopg.Connection, vector_schema: str | None) -> None:
             con.execute(f"drop table if exists {APP_SCHEMA}.{table} cascade")
 
 
-def _run(tool: Path, args: list[str], conninfo: str | None, options: str | None) -> str:
+def _client(
+    tool: Path, args: list[str], conninfo: str | None, options: str | None
+) -> subprocess.CompletedProcess:
     """Run a client tool; the password goes through the environment, never the command line."""
     env = dict(os.environ)
     command = [str(tool), *args]
@@ -258,7 +284,12 @@ def _run(tool: Path, args: list[str], conninfo: str | None, options: str | None)
         command.append(f"--dbname={make_conninfo(**parts)}")
     if options:
         env["PGOPTIONS"] = options
-    result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    return subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+
+
+def _run(tool: Path, args: list[str], conninfo: str | None, options: str | None) -> str:
+    """A client tool's output; its failure is a UserError with its message."""
+    result = _client(tool, args, conninfo, options)
     if result.returncode != 0:
         detail = " ".join(result.stderr.split())[-800:]
         hint = ""
@@ -269,6 +300,19 @@ def _run(tool: Path, args: list[str], conninfo: str | None, options: str | None)
             )
         raise UserError(f"{tool.name} failed: {detail}{hint}")
     return result.stdout
+
+
+def restore_errors(stderr: str) -> list[str]:
+    """pg_restore's errors (when it goes on past them), one line each: the server's message and
+    the statement that failed."""
+    errors: list[str] = []
+    for line in stderr.splitlines():
+        text = line.strip()
+        if "ERROR:" in text:
+            errors.append(" ".join(text.split("ERROR:", 1)[1].split()))
+        elif text.startswith("Command was:") and errors:
+            errors[-1] += f" ({' '.join(text.removeprefix('Command was:').split())[:160]})"
+    return errors
 
 
 def _connect(conninfo: str, read_only: bool = False) -> psycopg.Connection:
