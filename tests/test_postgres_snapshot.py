@@ -27,7 +27,13 @@ from trainer.artifact import load_artifact
 from trainer.cli import main
 from trainer.errors import UserError
 from trainer.load import parse_reviews_csv
-from trainer.snapshot import PgTools, check_versions, restore_errors, restore_lists
+from trainer.snapshot import (
+    PgTools,
+    check_versions,
+    find_tools,
+    restore_errors,
+    restore_lists,
+)
 from trainer.synth import BASE_URL, SynthConfig, write_synthetic_csv
 
 GOOD = ["--epochs", "12", "--embedding-dim", "32", "--quiet"]
@@ -300,6 +306,13 @@ def test_an_anonymized_run_leaves_no_raw_reviewer_id_anywhere(
     assert not raw_ids & set(users)
     with prod_server.connect("prod_anon") as con:
         assert con.execute("select published from public.model_runs").fetchone() == (True,)
+
+
+def test_missing_client_tools_say_what_to_install(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="postgresql-client-NN.*PG_BIN_DIR"):
+        find_tools({"PG_BIN_DIR": str(tmp_path), "PATH": ""})
+    tools = find_tools({"PG_BIN_DIR": str(POSTGRES_BIN_PATH)})
+    assert tools.major >= 17 and tools.pg_dump.name == "pg_dump"
 
 
 def test_version_rules_say_what_to_install() -> None:
