@@ -26,6 +26,16 @@ def build_duckdb(csv: Path, db: Path, variables: dict | None = None) -> Target:
     return target
 
 
+def output_flags(out: Path) -> list[str]:
+    """`pipeline`'s store and output files, all inside `out`."""
+    return [
+        "--store-root", str(out / "store"),
+        "--out-model", str(out / "two_tower_latest.safetensors"),
+        "--out-video-emb", str(out / "v.parquet"),
+        "--out-user-emb", str(out / "u.parquet"),
+    ]  # fmt: skip
+
+
 @pytest.fixture(scope="session")
 def synth_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("synth") / "reviews.csv"

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import output_flags
 from tests.pg_server import PgServer, pg_env  # noqa: F401
 from trainer.cli import main
 from trainer.synth import SynthConfig, write_synthetic_csv
@@ -22,13 +23,7 @@ def db(pg_env: PgServer, tmp_path_factory: pytest.TempPathFactory):  # noqa: F81
 
 
 def pipeline(csv: Path, out: Path, *extra: str) -> int:
-    paths = [
-        "--store-root", str(out / "store"),
-        "--out-model", str(out / "two_tower_latest.safetensors"),
-        "--out-video-emb", str(out / "v.parquet"),
-        "--out-user-emb", str(out / "u.parquet"),
-    ]  # fmt: skip
-    return main(["pipeline", str(csv), *FLAGS, *paths, *extra])
+    return main(["pipeline", str(csv), *FLAGS, *output_flags(out), *extra])
 
 
 def test_two_weekly_runs_publish_then_replace(db, monkeypatch, capsys) -> None:

@@ -21,6 +21,7 @@ import psycopg
 import pytest
 from pgserver._commands import POSTGRES_BIN_PATH
 
+from tests.conftest import output_flags
 from tests.pg_server import PgServer, another_server, pg_env  # noqa: F401
 from trainer.anonymize import KEY_VARIABLE
 from trainer.artifact import load_artifact
@@ -107,15 +108,8 @@ def use(monkeypatch, work: PgServer, prod: PgServer, work_db: str, prod_db: str)
 
 
 def pipeline(csv: Path, out: Path, *flags: str) -> int:
-    paths = [
-        "--store-root", str(out / "store"),
-        "--out-model", str(out / "two_tower_latest.safetensors"),
-        "--out-video-emb", str(out / "v.parquet"),
-        "--out-user-emb", str(out / "u.parquet"),
-    ]  # fmt: skip
-    return main(
-        ["pipeline", str(csv), "--target", "postgres", "--publish-target", "prod", *paths, *flags]
-    )
+    targets = ["--target", "postgres", "--publish-target", "prod"]
+    return main(["pipeline", str(csv), *targets, *output_flags(out), *flags])
 
 
 def fingerprints(con: psycopg.Connection) -> dict[str, str]:

@@ -89,13 +89,11 @@ class SnapshotResult:
 def find_tools(environ: dict[str, str] | None = None) -> PgTools:
     """pg_dump and pg_restore from PG_BIN_DIR, else PATH, else the pgserver package's own."""
     env = os.environ if environ is None else environ
-    found = shutil.which("pg_dump", path=env.get("PATH"))
+    on_path = shutil.which("pg_dump", path=env.get("PATH"))
     if env.get("PG_BIN_DIR"):
         directory = Path(env["PG_BIN_DIR"])
-    elif found:
-        directory = Path(found).parent
     else:
-        directory = _pgserver_bin()
+        directory = Path(on_path).parent if on_path else _pgserver_bin()
     dump, restore = directory / "pg_dump", directory / "pg_restore"
     if not (dump.exists() and restore.exists()):
         raise UserError(
@@ -232,23 +230,21 @@ def _dump_args(tables: list[str], out: Path) -> list[str]:
 def _restore(tools: PgTools, dump: Path, conninfo: str) -> list[str]:
     """Tables, data and keys in one transaction that stops at the first error; then indexes and
     comments, where pg_restore goes on past errors: those come back as messages."""
-    toc = _run(tools.pg_restore, ["--list", str(dump)], None, None)
-    core, extras = restore_lists(toc)
-    common = ["--no-owner", "--no-privileges"]
-    for name, listing, options in (
-        ("core", core, ["--single-transaction", "--exit-on-error"]),
-        ("extras", extras, []),
-    ):
-        if not listing.strip():
-            continue
-        path = dump.with_name(f"{name}.list")
-        path.write_text(listing)
-        args = [*common, *options, f"--use-list={path}", str(dump)]
-        if name == "core":
-            _run(tools.pg_restore, args, conninfo, None)
-        else:
-            return restore_errors(_client(tools.pg_restore, args, conninfo, None).stderr)
-    return []
+    core, extras = restore_lists(_run(tools.pg_restore, ["--list", str(dump)], None, None))
+    common = ["--no-owner", "--no-privileges", str(dump)]
+    core_list, extras_list = dump.with_name("core.list"), dump.with_name("extras.list")
+    core_list.write_text(core)
+    _run(
+        tools.pg_restore,
+        ["--single-transaction", "--exit-on-error", f"--use-list={core_list}", *common],
+        conninfo,
+        None,
+    )
+    if not extras.strip():
+        return []
+    extras_list.write_text(extras)
+    result = _client(tools.pg_restore, [f"--use-list={extras_list}", *common], conninfo, None)
+    return restore_errors(result.stderr)
 
 
 def _prepare_work(con: psycopg.Connection, vector_schema: str | None) -> None:

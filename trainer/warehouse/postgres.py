@@ -549,14 +549,12 @@ class PostgresWarehouse(Warehouse):
         Every publish leaves one version in both tables, so one row tells. Were that ever not
         so, both paths still end with the same rows; only updated_at of rows that already had
         this exact vector and version would move."""
-        cur.execute(
-            " or ".join(
-                f"coalesce((select t.model_version = %(v)s from {APP_SCHEMA}.{table} as t "
-                f"order by t.{key} limit 1), false)"
-                for table, key in EMBEDDING_TABLES.items()
-            ).join(("select ", "")),
-            {"v": model_version},
+        first_rows = " or ".join(
+            f"coalesce((select t.model_version = %(v)s from {APP_SCHEMA}.{table} as t "
+            f"order by t.{key} limit 1), false)"
+            for table, key in EMBEDDING_TABLES.items()
         )
+        cur.execute(f"select {first_rows}", {"v": model_version})
         return bool(cur.fetchone()[0])
 
     def _replace(
