@@ -9,10 +9,13 @@ database). Prints:
   - COPY load rate of the raw reviews (rows/s) and the CSV parse time before it
   - `dbt build` time on Postgres beside DuckDB for the same file
   - the polars read of the training marts through COPY
-  - embedding write-back rate (vectors/s: binary COPY + the atomic replace, excluding the
-    index build) step by step, for a first publish, a weekly publish of a new version over
-    last week's rows and a retry of the same version; the index build and commit apart; and
-    the bound: binary COPY of the video vectors into a fresh table with only a primary key
+  - embedding write-back rate (vectors/s) step by step, for a first publish, a weekly
+    publish of a new version over last week's rows and a retry of the same version. The
+    write-back is everything that writes the vectors and makes them consistent: lock and
+    checks, the binary COPY into the hidden slots with their primary keys (or, on a retry, the
+    staging COPY and compare-and-upsert), the foreign key to videos and the views' swap. The
+    serving tables' refresh and the ANN index build are reported apart. And the bound: binary
+    COPY of the video vectors into a fresh table with only a primary key
   - recommend_videos() p50/p95 over 100 users (and for users without a vector: popular)
   - ANN recall@10 of recommend_videos() and similar_videos() against exact search (the same
     function with index scans disabled), on trained embeddings (or random unit vectors with
@@ -43,7 +46,7 @@ from trainer.profiles import Target, load_target
 from trainer.synth import SynthConfig, write_synthetic_csv
 from trainer.warehouse.duckdb import DuckDBWarehouse
 from trainer.warehouse.postgres import (
-    ANN_INDEX,
+    ANN_INDEX_SUFFIX,
     PostgresWarehouse,
     connection_settings,
     ivfflat_lists,
@@ -200,31 +203,29 @@ def _sweep_point(con, calls, sample, k, r, label) -> None:
 
 def _write_back_parts(r, label, steps, started, total, vectors) -> None:
     """The write-back of one publish, step by step (publish_observer's marks)."""
-    marks = sorted(steps.items(), key=lambda item: item[1])
-    previous, at = "start", started
-    for step, when in marks:
-        name = {
-            "staged": "lock, checks, encode setup (re-publish: + COPY to staging)",
-            "upserted": "reviewed_videos + popular_videos refresh",
-            "indexed": "ANN index build + swap + retune + analyze",
-        }.get(step)
-        if name is None:
-            verb, _, table = step.partition(":")
-            name = f"{table}: " + (
-                "delete old rows" if verb == "deleted" else "COPY new rows (or upsert)"
-            )
-            if verb == "upserted" and previous.startswith("deleted"):
-                name = f"{table}: binary COPY of the new rows (PK, FK, old ANN index)"
-        r[f"{label}: {name} s"] = round(when - at, 2)
-        previous, at = step, when
-    r[f"{label}: commit s"] = round(total - (steps["indexed"] - started), 2)
-    replaced = steps["upserted:user_embeddings"] - started
-    r[f"{label}: EMBEDDING WRITE-BACK (lock -> both tables replaced) s"] = round(replaced, 2)
-    r[f"{label}: EMBEDDING WRITE-BACK vectors/s"] = round(vectors / replaced)
-    seconds = steps["upserted"] - started
-    r[f"{label}: + serving tables (excl. index) s"] = round(seconds, 2)
-    r[f"{label}: + serving tables, vectors/s"] = round(vectors / seconds)
-    r[f"{label}: total s (incl. index, commit)"] = round(total, 2)
+    names = {
+        "staged": "lock, checks (retry: + COPY to staging)",
+        "upserted:video_embeddings": "both slots filled: binary COPY + primary key, two "
+        "connections (retry: video upsert)",
+        "upserted:user_embeddings": "(retry: user upsert)",
+        "upserted": "reviewed_videos + popular_videos refresh",
+        "indexed": "ANN index build",
+        "swapped": "foreign key + views swapped (retry: index swapped), retune, analyze",
+    }
+    at = started
+    for step, when in sorted(steps.items(), key=lambda item: item[1]):
+        r[f"{label}: {names[step]} s"] = round(when - at, 2)
+        at = when
+    r[f"{label}: commit s"] = round(total - (steps["swapped"] - started), 2)
+    apart = (steps["upserted"] - steps["upserted:user_embeddings"]) + (
+        steps["indexed"] - steps["upserted"]
+    )
+    seconds = total - apart
+    r[f"{label}: EMBEDDING WRITE-BACK s (all but the serving tables and the ANN index)"] = round(
+        seconds, 2
+    )
+    r[f"{label}: EMBEDDING WRITE-BACK vectors/s"] = round(vectors / seconds)
+    r[f"{label}: total s (incl. serving tables, index, commit)"] = round(total, 2)
 
 
 def _raw_copy_rate(pg: PostgresWarehouse, ids: list[str], items: np.ndarray) -> int:
@@ -369,6 +370,12 @@ def main(argv: list[str] | None = None) -> int:
                     label=r["embeddings"],
                 )
 
+        # The pipeline trains for minutes between dbt build and publish; reusing vectors, the
+        # benchmark would publish while the server still writes out the build (checkpoint,
+        # autovacuum of the new marts). Start from the same quiet state instead.
+        with clock("vacuum analyze + checkpoint after dbt build"):
+            pg.con.execute("vacuum analyze")
+            pg.con.execute("checkpoint")
         steps: dict[str, float] = {}
         pg.publish_observer = lambda step: steps.__setitem__(step, time.perf_counter())
         vectors = data.n_items + data.n_users
@@ -427,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
                 _percentile(lat, 0.95), 2
             )
         plan = _explain_recommend(con, sample[0], args.k)
-        r["recommend uses the ANN index"] = str(ANN_INDEX in plan)
+        r["recommend uses the ANN index"] = str(ANN_INDEX_SUFFIX in plan)
 
         with clock("recall@10 (exact search for comparison)"):
             r["recall@10 recommend_videos"] = round(

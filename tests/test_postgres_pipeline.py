@@ -44,7 +44,7 @@ def test_two_weekly_runs_publish_then_replace(db, monkeypatch, capsys) -> None:
             "union select distinct model_version from public.user_embeddings"
         ).fetchall()
         indexes = con.execute(
-            "select indexdef from pg_indexes where tablename = 'video_embeddings' "
+            "select indexdef from pg_indexes where tablename like 'video_embeddings_%' "
             "and indexdef like '%ivfflat%'"
         ).fetchall()
         reviewed = {
@@ -55,7 +55,7 @@ def test_two_weekly_runs_publish_then_replace(db, monkeypatch, capsys) -> None:
         }
     assert [r[1:] for r in runs] == [(True, True), (True, True)]
     assert versions == [(runs[-1][0],)]  # only the new version's vectors remain
-    assert len(indexes) == 1  # rebuilt for the new embedding space, not duplicated
+    assert len(indexes) == 1  # built for the new embedding space (its slot) only
     assert main(["recommend", "--target", "postgres", "--user", "rv0000002"]) == 0
     listed = [line.split()[2] for line in capsys.readouterr().out.splitlines()[3:]]
     assert len(listed) == 10 and not reviewed.intersection(listed)

@@ -16,13 +16,15 @@ from tests.pg_server import PgServer, dbt_scratch, pg_env  # noqa: F401
 from trainer.dbt import run_dbt
 from trainer.errors import UserError
 from trainer.warehouse.postgres import (
-    ANN_INDEX,
+    ANN_INDEX_SUFFIX,
     HNSW_EF_SEARCH,
     PostgresWarehouse,
+    active_slot_sql,
     ann_expression,
     ivfflat_lists,
     ivfflat_probes,
     ivfflat_similar_probes,
+    other_slot,
 )
 
 DB = "publish_tests"
@@ -62,16 +64,27 @@ def publish(
     return v, u
 
 
+def published_slot(con: psycopg.Connection, view: str = "video_embeddings") -> str:
+    """The slot table the view reads."""
+    return con.execute(active_slot_sql(view)).fetchone()[0]
+
+
+def ann_index(con: psycopg.Connection) -> str:
+    return published_slot(con) + ANN_INDEX_SUFFIX
+
+
 def state(con: psycopg.Connection) -> dict:
-    """What a reader sees: versions, row counts, a checksum of the vectors, the index."""
+    """What a reader sees: versions, row counts, a checksum of the vectors, the index. One
+    statement, so the slot it names is the one its rows came from."""
     row = con.execute(
         "select (select array_agg(distinct model_version order by model_version) from "
         "public.video_embeddings), (select array_agg(distinct model_version order by "
         "model_version) from public.user_embeddings), (select count(*) from "
         "public.video_embeddings), (select count(*) from public.user_embeddings), "
         "(select md5(string_agg(video_id::text || embedding::text, ',' order by video_id)) "
-        "from public.video_embeddings), to_regclass(%s)::oid",
-        (f"public.{ANN_INDEX}",),
+        "from public.video_embeddings), (select to_regclass('public.' || s.relname || %s)::oid "
+        f"from ({active_slot_sql()}) as s)",
+        (ANN_INDEX_SUFFIX,),
     ).fetchone()
     keys = ("video_versions", "user_versions", "videos", "users", "checksum", "index_oid")
     return dict(zip(keys, row, strict=True))
@@ -81,7 +94,7 @@ def index_info(con: psycopg.Connection) -> tuple[str, dict[str, str]]:
     amname, options = con.execute(
         "select am.amname, c.reloptions from pg_class c join pg_am am on am.oid = c.relam "
         "where c.oid = to_regclass(%s)",
-        (f"public.{ANN_INDEX}",),
+        (f"public.{ann_index(con)}",),
     ).fetchone()
     return amname, dict(o.split("=", 1) for o in options or [])
 
@@ -104,7 +117,7 @@ def ann_dims(con: psycopg.Connection) -> tuple[str, str, str]:
         "::regprocedure), "
         "(select prosrc from pg_proc where oid = 'public.similar_videos(uuid, integer)'"
         "::regprocedure)",
-        (f"public.{ANN_INDEX}",),
+        (f"public.{ann_index(con)}",),
     ).fetchone()
 
 
@@ -121,7 +134,7 @@ def assert_index_matches_functions(con: psycopg.Connection, model_dim: int) -> N
         "from public.video_embeddings as q limit 1) limit 5"
     ).fetchall()
     con.execute("reset enable_seqscan")
-    assert ANN_INDEX in "\n".join(r[0] for r in plan)
+    assert ann_index(con) in "\n".join(r[0] for r in plan)
 
 
 def function_probes(con: psycopg.Connection) -> set[str]:
@@ -237,9 +250,10 @@ def test_publishing_the_same_version_again_is_idempotent(world: World) -> None:
 
 
 def test_readers_see_the_old_set_or_the_new_one_never_a_mix(world: World) -> None:
-    """At every step of a publish another session reads the tables. Before the index swap it
-    gets the old set at once; during the swap (drop + rename take the table's lock for the
-    last moments of the transaction) it waits and then gets the new set. Never a mix."""
+    """At every step of a publish another session reads the tables. Until the views are
+    pointed at the new slots it gets the old set at once; after that (replacing a view takes
+    its lock for the last moments of the transaction) it waits and then gets the new set.
+    Never a mix."""
     publish(world.wh, world, "m4", seed=5)
     with world.connect() as con:
         old = state(con)
@@ -268,10 +282,14 @@ def test_readers_see_the_old_set_or_the_new_one_never_a_mix(world: World) -> Non
         assert out["state"] in (old, new), f"a reader at {step} saw a mix: {out['state']}"
     by_step = {step: out["state"] for step, _, out in readers}
     assert by_step["staged"] == old and by_step["upserted"] == old
-    assert by_step["indexed"] == new  # it waited for the commit
+    assert by_step["upserted:user_embeddings"] == old  # the new rows are in the hidden slots
+    assert by_step["indexed"] == old
+    assert by_step["swapped"] == new  # it waited for the commit
 
 
-@pytest.mark.parametrize("step", ["staged", "upserted:video_embeddings", "upserted", "indexed"])
+@pytest.mark.parametrize(
+    "step", ["staged", "upserted:video_embeddings", "upserted", "indexed", "swapped"]
+)
 def test_an_exception_midway_changes_nothing(world: World, step: str) -> None:
     publish(world.wh, world, "m6", seed=7)
     with world.connect() as con:
@@ -367,9 +385,51 @@ def test_concurrent_publishes_are_serialized(world: World) -> None:
     first.close()
     second.close()
     assert not errors
-    assert events.index("first:indexed") < events.index("second:staged")
+    assert events.index("first:swapped") < events.index("second:staged")
     with world.connect() as con:
         assert state(con)["video_versions"] == ["c2"]
+
+
+def test_a_long_reader_of_videos_keeps_the_foreign_key_instead_of_queueing_the_app(
+    world: World,
+) -> None:
+    """The slot to fill loses its foreign key before the COPY (the exclusive lock that takes
+    on videos is held for milliseconds). While an analyst's transaction holds videos, that
+    lock is not granted within SLOT_LOCK_TIMEOUT: the publish keeps the key (checked row by
+    row) rather than queue the app's reads of videos behind it, and still publishes."""
+
+    def next_slot_key(con: psycopg.Connection) -> tuple[str, int | None]:
+        slot = other_slot(published_slot(con))
+        oid = con.execute(
+            "select oid from pg_constraint where contype = 'f' and conrelid = %s::regclass",
+            (f"public.{slot}",),
+        ).fetchone()
+        return slot, oid[0] if oid else None
+
+    publish(world.wh, world, "l1", seed=31)
+    with world.connect() as con:
+        slot, kept = next_slot_key(con)
+    assert kept is not None  # the slot that was published before l1 kept its key
+    with world.connect() as analyst:
+        analyst.execute("begin")
+        analyst.execute("select count(*) from public.videos")
+        publish(world.wh, world, "l2", seed=32)
+        analyst.execute("rollback")
+    with world.connect() as con:
+        assert published_slot(con) == slot and state(con)["video_versions"] == ["l2"]
+        assert con.execute(
+            "select oid from pg_constraint where contype = 'f' and conrelid = %s::regclass",
+            (f"public.{slot}",),
+        ).fetchone() == (kept,)  # the same constraint: never dropped
+        other, before = next_slot_key(con)
+    publish(world.wh, world, "l3", seed=33)  # unhindered: dropped before the COPY, added after
+    with world.connect() as con:
+        assert published_slot(con) == other
+        after = con.execute(
+            "select oid from pg_constraint where contype = 'f' and conrelid = %s::regclass",
+            (f"public.{other}",),
+        ).fetchone()
+        assert before is not None and after is not None and after[0] != before
 
 
 def test_unregistered_video_ids_and_bad_vectors_are_refused(world: World) -> None:
@@ -396,16 +456,16 @@ def test_unregistered_video_ids_and_bad_vectors_are_refused(world: World) -> Non
 
 
 def test_a_new_version_is_written_once_and_a_mixed_table_still_ends_right(world: World) -> None:
-    """A new version replaces each table by delete + COPY: every row is new, stamped with the
+    """A new version is COPYed into the empty slots: every row is new, stamped with the
     transaction's time. Which path a publish takes is read from one row; should a table ever
     hold a mix of versions, either path still ends with exactly the published rows."""
     publish(world.wh, world, "w1", seed=21)
     with world.connect() as con:
-        stamps = con.execute(
-            "select count(distinct updated_at), count(distinct xmin::text) "
-            "from public.video_embeddings"
-        ).fetchone()
-        assert stamps == (1, 1)
+        for table in (published_slot(con), published_slot(con, "user_embeddings")):
+            stamps = con.execute(
+                f"select count(distinct updated_at), count(distinct xmin::text) from public.{table}"
+            ).fetchone()
+            assert stamps == (1, 1)
         # a hand-edited row with the version about to be published, in the middle of the keys
         con.execute(
             "update public.video_embeddings set model_version = 'w2' where video_id = %s",
@@ -435,10 +495,10 @@ def test_the_index_is_rebuilt_after_every_publish_with_lists_from_the_rule(world
     with world.connect() as con:
         assert state(con)["index_oid"] != first
         assert con.execute(
-            "select count(*) from pg_indexes where tablename = 'video_embeddings' "
+            "select count(*) from pg_indexes where tablename like 'video_embeddings_%%' "
             "and indexname like %s",
-            (f"{ANN_INDEX}%",),
-        ).fetchone() == (1,)  # no leftover _new index
+            (f"%{ANN_INDEX_SUFFIX}%",),
+        ).fetchone() == (1,)  # no leftover _new index, none on the other slot
 
 
 def test_similar_videos_gets_its_own_probes_and_the_index_is_on_the_model_dims(
@@ -480,9 +540,9 @@ def test_similar_videos_gets_its_own_probes_and_the_index_is_on_the_model_dims(
         assert_index_matches_functions(con, MODEL_DIM)
     # an index on the whole column (as built before this rule): migrate rebuilds it to match
     with world.connect() as con:
-        con.execute(f"drop index public.{ANN_INDEX}")
+        con.execute(f"drop index public.{ann_index(con)}")
         con.execute(
-            f"create index {ANN_INDEX} on public.video_embeddings "
+            f"create index {ann_index(con)} on public.{published_slot(con)} "
             "using ivfflat (embedding vector_cosine_ops) with (lists = 10)"
         )
     world.wh.ensure_app_schema()
@@ -697,8 +757,11 @@ def test_authenticated_can_read_and_execute_but_not_write(world: World) -> None:
             "insert into public.user_embeddings values "
             "('x', array_fill(0, array[256])::vector, 'x')",
             "update public.video_embeddings set model_version = 'hacked'",
+            "update public.video_embeddings_a set model_version = 'hacked'",
+            "delete from public.video_embeddings_b",
             "delete from public.user_embeddings",
-            "truncate public.video_embeddings",
+            "truncate public.video_embeddings_a",
+            "truncate public.video_embeddings_b",
             "delete from public.videos",
             "delete from public.popular_videos",
             "select * from public.model_runs",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import psycopg
 import pytest
 
@@ -10,6 +11,7 @@ from trainer.errors import UserError
 from trainer.profiles import Target, load_target
 from trainer.warehouse.postgres import (
     PostgresWarehouse,
+    active_slot_sql,
     connection_settings,
     render_migrations,
 )
@@ -90,9 +92,15 @@ def test_migrations_create_the_app_schema(migrated: PgServer) -> None:
             "notes": "jsonb",
             "started_at": "timestamp with time zone",
         }
+        # video_embeddings: a security_invoker view over slot a until the first publish
+        assert con.execute(
+            "select c.relkind::text, c.reloptions, pg_get_viewdef(c.oid) from pg_class as c "
+            "where c.oid = 'public.video_embeddings'::regclass"
+        ).fetchone()[:2] == ("v", ["security_invoker=true"])
+        assert con.execute(active_slot_sql()).fetchall() == [("video_embeddings_a",)]
         fk = con.execute(
             "select confdeltype from pg_constraint where contype = 'f' "
-            "and conrelid = 'public.video_embeddings'::regclass "
+            "and conrelid = 'public.video_embeddings_a'::regclass "
             "and confrelid = 'public.videos'::regclass"
         ).fetchone()
         assert fk == ("c",)  # on delete cascade
@@ -159,10 +167,11 @@ def test_rls_and_policies(migrated: PgServer) -> None:
             con.execute(
                 "select relname, relrowsecurity from pg_class where relnamespace = "
                 "'public'::regnamespace and relname in "
-                "('videos', 'video_embeddings', 'user_embeddings', 'model_runs', 'popular_videos')"
+                "('videos', 'video_embeddings_a', 'video_embeddings_b', 'user_embeddings_a', "
+                "'user_embeddings_b', 'model_runs', 'popular_videos', 'reviewed_videos')"
             ).fetchall()
         )
-        assert rls == {name: True for name in rls} and len(rls) == 5
+        assert rls == {name: True for name in rls} and len(rls) == 8
         policies = {
             (r[0], r[1], r[2])
             for r in con.execute(
@@ -170,16 +179,20 @@ def test_rls_and_policies(migrated: PgServer) -> None:
                 "where schemaname = 'public'"
             )
         }
-        assert ("video_embeddings", "SELECT", "anon") in policies
-        assert ("video_embeddings", "SELECT", "authenticated") in policies
-        assert ("user_embeddings", "SELECT", "authenticated") in policies
-        assert ("user_embeddings", "SELECT", "anon") not in policies
+        for slot in ("video_embeddings_a", "video_embeddings_b"):
+            assert (slot, "SELECT", "anon") in policies
+            assert (slot, "SELECT", "authenticated") in policies
+        for slot in ("user_embeddings_a", "user_embeddings_b"):
+            assert (slot, "SELECT", "authenticated") in policies
+            assert (slot, "SELECT", "anon") not in policies
         assert ("videos", "SELECT", "anon") in policies
         assert ("popular_videos", "SELECT", "anon") in policies
         for table in (
             "videos",
-            "video_embeddings",
-            "user_embeddings",
+            "video_embeddings_a",
+            "video_embeddings_b",
+            "user_embeddings_a",
+            "user_embeddings_b",
             "model_runs",
             "popular_videos",
         ):
@@ -220,12 +233,98 @@ def test_an_existing_app_videos_table_is_left_alone(pg_env: PgServer) -> None:  
             "select relrowsecurity from pg_class where oid = 'public.videos'::regclass"
         ).fetchone() == (False,)
         assert not con.execute("select 1 from pg_policies where tablename = 'videos'").fetchall()
-        # the embedding tables still reference it
+        # the published embeddings still reference it
         assert con.execute(
             "select count(*) from pg_constraint where "
-            "conrelid = 'public.video_embeddings'::regclass "
+            "conrelid = 'public.video_embeddings_a'::regclass "
             "and confrelid = 'public.videos'::regclass"
         ).fetchone() == (1,)
+
+
+def test_an_install_from_before_the_slots_keeps_its_vectors(pg_env: PgServer) -> None:  # noqa: F811
+    """video_embeddings used to be a table: the migration makes it slot a (rows, keys, index,
+    policies and grants with it) under the view, and the next publish fills slot b."""
+    pg_env.database("schema_before_slots")
+    video = "6f1f6a4e-3c52-4d53-9d0e-0b9d1c1a7a01"
+    with pg_env.connect("schema_before_slots") as con:
+        con.execute("create extension vector")
+        con.execute(
+            "create table public.videos (id uuid primary key, product_url text not null unique);"
+            "create table public.video_embeddings (video_id uuid primary key "
+            "references public.videos (id) on delete cascade, embedding vector(256) not null, "
+            "model_version text not null, updated_at timestamptz not null default now());"
+            "create index video_embeddings_embedding_ann on public.video_embeddings using "
+            "ivfflat ((subvector(embedding, 1, 256)::vector(256)) vector_cosine_ops) "
+            "with (lists = 10);"
+            "create policy anon_read on public.video_embeddings for select to anon using (true);"
+            "create table public.user_embeddings (user_id text primary key, "
+            "embedding vector(256) not null, model_version text not null, "
+            "updated_at timestamptz not null default now())"
+        )
+        con.execute(
+            "insert into public.user_embeddings (user_id, embedding, model_version) "
+            "values ('u0', array_fill(0.5, array[256])::vector, 'old')"
+        )
+        con.execute("insert into public.videos values (%s, 'https://a/1')", (video,))
+        con.execute(
+            "insert into public.video_embeddings (video_id, embedding, model_version) "
+            "values (%s, array_fill(0.5, array[256])::vector, 'old')",
+            (video,),
+        )
+    with _warehouse() as warehouse:
+        warehouse.ensure_app_schema()
+    with pg_env.connect("schema_before_slots") as con:
+        before = _catalog_snapshot(con)
+        assert con.execute(active_slot_sql()).fetchall() == [("video_embeddings_a",)]
+        assert con.execute(
+            "select video_id::text, model_version from public.video_embeddings"
+        ).fetchall() == [(video, "old")]
+        names = {
+            r[0]
+            for r in con.execute(
+                "select conname from pg_constraint where conrelid = "
+                "'public.video_embeddings_a'::regclass and contype in ('p', 'f') "
+                "union all select indexname from pg_indexes "
+                "where tablename = 'video_embeddings_a'"
+            )
+        }
+        assert names == {
+            "video_embeddings_a_pkey",
+            "video_embeddings_a_video_id_fkey",
+            "video_embeddings_a_embedding_ann",
+        }
+        assert ("anon_read",) in con.execute(
+            "select policyname from pg_policies where tablename = 'video_embeddings_a'"
+        ).fetchall()
+        assert con.execute(active_slot_sql("user_embeddings")).fetchall() == [
+            ("user_embeddings_a",)
+        ]
+        assert con.execute(
+            "select user_id, model_version from public.user_embeddings"
+        ).fetchall() == [("u0", "old")]
+        assert con.execute(
+            "select conname from pg_constraint where contype = 'p' "
+            "and conrelid = 'public.user_embeddings_a'::regclass"
+        ).fetchall() == [("user_embeddings_a_pkey",)]
+    with _warehouse() as warehouse:
+        warehouse.ensure_app_schema()  # idempotent on the converted install too
+        with pg_env.connect("schema_before_slots") as con:
+            assert _catalog_snapshot(con) == before
+        vector = np.ones((1, 8), dtype=np.float32)
+        warehouse.publish_embeddings(([video], vector), (["u1"], vector), "new")
+        assert [r.video_id for r in warehouse.similar(video, 3)] == []  # the only video
+    with pg_env.connect("schema_before_slots") as con:
+        assert con.execute(active_slot_sql()).fetchall() == [("video_embeddings_b",)]
+        assert con.execute("select model_version from public.video_embeddings").fetchall() == [
+            ("new",)
+        ]
+        assert con.execute(active_slot_sql("user_embeddings")).fetchall() == [
+            ("user_embeddings_b",)
+        ]
+        assert con.execute(
+            "select (select count(*) from public.video_embeddings_a), "
+            "(select count(*) from public.user_embeddings_a)"
+        ).fetchone() == (0, 0)
 
 
 def test_migrations_without_api_roles_apply_on_plain_postgres(pg_env: PgServer) -> None:  # noqa: F811

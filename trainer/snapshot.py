@@ -40,7 +40,11 @@ from trainer.warehouse.postgres import APP_SCHEMA, connection_settings
 # What the pipeline reads or keeps in the app schema, in dependency order.
 SNAPSHOT_TABLES = (
     "videos",
+    "video_embeddings_a",  # the slots, then the view over the published one
+    "video_embeddings_b",
     "video_embeddings",
+    "user_embeddings_a",
+    "user_embeddings_b",
     "user_embeddings",
     "popular_videos",
     "reviewed_videos",
@@ -49,6 +53,7 @@ SNAPSHOT_TABLES = (
 # pg_restore table-of-contents entry types that are restored; all others are left out.
 RESTORED_ENTRIES = {
     "TABLE",
+    "VIEW",
     "TABLE DATA",
     "SEQUENCE",
     "SEQUENCE SET",
@@ -202,7 +207,8 @@ def snapshot(source: Target, work: Target, progress: bool = True) -> SnapshotRes
     with _connect(work_settings.conninfo) as dst:
         rows = {}
         for table in present:
-            dst.execute(f"analyze {APP_SCHEMA}.{table}")
+            if _relkind(dst, table) == "r":
+                dst.execute(f"analyze {APP_SCHEMA}.{table}")
             rows[table] = dst.execute(f"select count(*) from {APP_SCHEMA}.{table}").fetchone()[0]
     if progress:
         for table, n in rows.items():
@@ -263,7 +269,8 @@ def _prepare_work(con: psycopg.Connection, vector_schema: str | None) -> None:
                     f"{vector_schema} in the source; use a fresh work database"
                 )
         for table in reversed(SNAPSHOT_TABLES):
-            con.execute(f"drop table if exists {APP_SCHEMA}.{table} cascade")
+            kind = "view" if _relkind(con, table) == "v" else "table"
+            con.execute(f"drop {kind} if exists {APP_SCHEMA}.{table} cascade")
 
 
 def _client(
@@ -332,6 +339,14 @@ def _exists(con: psycopg.Connection, table: str) -> bool:
     return con.execute("select to_regclass(%s) is not null", (f"{APP_SCHEMA}.{table}",)).fetchone()[
         0
     ]
+
+
+def _relkind(con: psycopg.Connection, table: str) -> str | None:
+    """'r' for a table, 'v' for a view (video_embeddings), None when absent."""
+    row = con.execute(
+        "select relkind::text from pg_class where oid = to_regclass(%s)", (f"{APP_SCHEMA}.{table}",)
+    ).fetchone()
+    return row[0] if row else None
 
 
 def _vector_schema(con: psycopg.Connection) -> str | None:

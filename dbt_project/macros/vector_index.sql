@@ -11,7 +11,9 @@
     Readers keep a working index throughout: the new index is built under a temporary name,
     then the old one is dropped and the new one renamed, in one transaction.
 
-    On video_embeddings the index is on the expression the serving functions order by: the
+    video_embeddings is a view: the index goes on the slot table it reads (video_embeddings_a
+    or _b, sql/postgres/002_tables.sql), named after it. There the index is on the expression
+    the serving functions order by: the
     first N dimensions, N read from recommend_videos (sql/postgres/003_functions.sql; the
     published model's dimension, the rest of the column is zero padding). Other tables get
     an index on the whole column. -#}
@@ -78,7 +80,17 @@
     {%- endif -%}
     {%- set parts = (relation | string).replace('"', '').split('.') -%}
     {%- set schema_name = parts[-2] if parts | length > 1 else target.schema -%}
-    {%- set table_name = parts[-1] -%}
+    {%- set named = parts[-1] -%}
+    {#- A view (video_embeddings: over the slot a publish filled) is indexed through the one
+        table it reads. -#}
+    {%- set table_name = run_query(
+        "select coalesce((select min(t.relname) from pg_rewrite as r join pg_depend as d"
+        ~ " on d.classid = 'pg_rewrite'::regclass and d.objid = r.oid join pg_class as t"
+        ~ " on t.oid = d.refobjid and t.relkind = 'r' and t.oid <> r.ev_class"
+        ~ " where r.ev_class = to_regclass('" ~ adapter.quote(schema_name) ~ '.'
+        ~ adapter.quote(named) ~ "')), '" ~ named ~ "')"
+    ).columns[0].values()[0] -%}
+    {%- set serving = named == 'video_embeddings' or table_name.startswith('video_embeddings_') -%}
     {%- set qualified = adapter.quote(schema_name) ~ '.' ~ adapter.quote(table_name) -%}
     {%- set index_name = table_name ~ '_' ~ column ~ '_ann' -%}
     {%- set stats = run_query(
@@ -94,7 +106,7 @@
     {%- set dim = modules.re.search('\\((\\d+)\\)', stats.columns[1].values()[0]).group(1) | int -%}
     {%- set vector_schema = stats.columns[2].values()[0] -%}
     {%- set ann_dim = stats.columns[3].values()[0] -%}
-    {%- if table_name == 'video_embeddings' and column == 'embedding' and ann_dim -%}
+    {%- if serving and column == 'embedding' and ann_dim -%}
         {%- set indexed = '(' ~ vector_schema ~ '.subvector(' ~ adapter.quote(column) ~ ', 1, '
             ~ ann_dim ~ ')::' ~ vector_schema ~ '.vector(' ~ ann_dim ~ '))' -%}
     {%- else -%}
@@ -122,7 +134,7 @@
         drop index if exists {{ adapter.quote(schema_name) }}.{{ adapter.quote(index_name) }};
         alter index {{ adapter.quote(schema_name) }}.{{ adapter.quote(index_name ~ '_new') }}
             rename to {{ adapter.quote(index_name) }};
-        {%- if table_name == 'video_embeddings' %}
+        {%- if serving %}
         alter function {{ adapter.quote(schema_name) }}.recommend_videos(text, integer) {{ tuning }};
         alter function {{ adapter.quote(schema_name) }}.similar_videos(uuid, integer) {{ similar_tuning }};
         {%- endif %}

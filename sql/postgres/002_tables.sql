@@ -24,22 +24,94 @@ begin
 end
 $$;
 
--- One row per video of the published model; every row has the same model_version (a publish
--- replaces the whole set in one transaction). The ANN index is (re)built by each publish:
--- ivfflat centroids belong to one embedding space.
-create table if not exists public.video_embeddings (
-    video_id uuid primary key references public.videos (id) on delete cascade,
+-- The published model's vectors: one row per video and per user, all of one model_version.
+--
+-- public.video_embeddings and public.user_embeddings are views, each over one of two
+-- identical tables, its slots (video_embeddings_a and _b, user_embeddings_a and _b). A publish
+-- fills the slots the views do not show, bare (no index, no key: the COPY writes rows only),
+-- then builds their primary keys, the videos' foreign key to videos and their ANN index, points
+-- the views at them and empties the old slots, all in one transaction: readers see the old
+-- set or the new one. Replacing the rows of one table in place instead would check the foreign
+-- key row by row, feed every new row into the old version's ANN index (which the publish drops
+-- anyway: ivfflat centroids belong to one embedding space) and leave every old row dead for
+-- vacuum: two to three times slower at 100k videos and users (benchmarks/postgres_bench.py).
+-- Read, join and call the functions through the views; the slots are the publish's business.
+create table if not exists public.video_embeddings_a (
+    video_id uuid not null,
     embedding {vector_schema}.vector({dim}) not null,
     model_version text not null,
     updated_at timestamptz not null default now()
 );
 
-create table if not exists public.user_embeddings (
-    user_id text primary key,
+create table if not exists public.video_embeddings_b (like public.video_embeddings_a including all);
+
+create table if not exists public.user_embeddings_a (
+    user_id text not null,
     embedding {vector_schema}.vector({dim}) not null,
     model_version text not null,
     updated_at timestamptz not null default now()
 );
+
+create table if not exists public.user_embeddings_b (like public.user_embeddings_a including all);
+
+do $$
+declare
+    tbl text;
+    slot text;
+    key text;
+    item record;
+begin
+    foreach tbl in array array['video_embeddings', 'user_embeddings'] loop
+        slot := tbl || '_a';
+        key := case tbl when 'video_embeddings' then 'video_id' else 'user_id' end;
+        -- An install from before the slots has a table under the view's name: it becomes slot
+        -- a, rows, keys, index, grants and policies included, renamed after the slot.
+        if (select c.relkind from pg_catalog.pg_class as c
+            where c.oid = to_regclass('public.' || tbl)) = 'r' then
+            execute format('drop table public.%I', slot);
+            execute format('alter table public.%I rename to %I', tbl, slot);
+            for item in
+                select c.conname as name, true as is_constraint
+                from pg_catalog.pg_constraint as c
+                where c.conrelid = ('public.' || slot)::regclass
+                union all
+                select i.relname, false from pg_catalog.pg_index as x
+                inner join pg_catalog.pg_class as i on i.oid = x.indexrelid
+                where x.indrelid = ('public.' || slot)::regclass
+                    and not exists (select 1 from pg_catalog.pg_constraint as c
+                                    where c.conindid = x.indexrelid)
+            loop
+                if starts_with(item.name, tbl || '_')
+                   and not starts_with(item.name, slot || '_') then
+                    execute format(
+                        case when item.is_constraint
+                            then 'alter table public.' || quote_ident(slot)
+                                || ' rename constraint %I to %I'
+                            else 'alter index public.%I rename to %I' end,
+                        item.name, slot || '_' || substr(item.name, length(tbl) + 2)
+                    );
+                end if;
+            end loop;
+        end if;
+        if to_regclass('public.' || tbl) is null then
+            if not exists (select 1 from pg_catalog.pg_constraint
+                           where conrelid = ('public.' || slot)::regclass and contype = 'p') then
+                execute format('alter table public.%I add constraint %I primary key (%I)',
+                               slot, slot || '_pkey', key);
+                if tbl = 'video_embeddings' then
+                    execute format('alter table public.%I add constraint %I foreign key '
+                                   '(video_id) references public.videos (id) on delete cascade',
+                                   slot, slot || '_video_id_fkey');
+                end if;
+            end if;
+            -- security_invoker: the caller's grants and the slots' row level security apply
+            execute format('create view public.%I with (security_invoker = true) as '
+                           'select %I, embedding, model_version, updated_at from public.%I',
+                           tbl, key, slot);
+        end if;
+    end loop;
+end
+$$;
 
 -- The most liked published videos, ranked once per publish (same transaction, same
 -- model_version): recommend_videos' answer for users without a vector (anon visitors, new
@@ -84,10 +156,20 @@ create table if not exists public.model_runs (
     notes jsonb
 );
 
-comment on table public.video_embeddings is
-    'reviews_two_tower: item-tower vectors of one model version, zero-padded to the column';
-comment on table public.user_embeddings is
-    'reviews_two_tower: user-tower vectors of the same model version as video_embeddings';
+comment on view public.video_embeddings is
+    'reviews_two_tower: item-tower vectors of one model version, zero-padded to the column '
+    '(the published slot: video_embeddings_a or _b)';
+comment on view public.user_embeddings is
+    'reviews_two_tower: user-tower vectors of the same model version as video_embeddings '
+    '(the published slot: user_embeddings_a or _b)';
+comment on table public.video_embeddings_a is
+    'reviews_two_tower: a slot of video_embeddings; read the view, each publish swaps the slots';
+comment on table public.video_embeddings_b is
+    'reviews_two_tower: a slot of video_embeddings; read the view, each publish swaps the slots';
+comment on table public.user_embeddings_a is
+    'reviews_two_tower: a slot of user_embeddings; read the view, each publish swaps the slots';
+comment on table public.user_embeddings_b is
+    'reviews_two_tower: a slot of user_embeddings; read the view, each publish swaps the slots';
 comment on table public.popular_videos is
     'reviews_two_tower: positive interactions per published video, refreshed by each publish';
 comment on table public.reviewed_videos is

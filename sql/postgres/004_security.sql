@@ -14,8 +14,12 @@
 -- The roles exist on Supabase; on plain Postgres grants and policies are made only for the
 -- roles that exist, so the same files apply anywhere.
 
-alter table public.video_embeddings enable row level security;
-alter table public.user_embeddings enable row level security;
+-- video_embeddings and user_embeddings are security_invoker views: reading one reads a slot,
+-- whose grants and policies apply; both slots of a view get the same ones.
+alter table public.video_embeddings_a enable row level security;
+alter table public.video_embeddings_b enable row level security;
+alter table public.user_embeddings_a enable row level security;
+alter table public.user_embeddings_b enable row level security;
 alter table public.model_runs enable row level security;
 alter table public.popular_videos enable row level security;
 alter table public.reviewed_videos enable row level security;
@@ -30,7 +34,8 @@ declare
         false
     );
     our_tables text[] := array[
-        'video_embeddings', 'user_embeddings', 'model_runs', 'popular_videos', 'reviewed_videos'
+        'video_embeddings_a', 'video_embeddings_b', 'user_embeddings_a', 'user_embeddings_b',
+        'model_runs', 'popular_videos', 'reviewed_videos'
     ];
     api_role text;
     tbl text;
@@ -70,8 +75,9 @@ begin
 
         if api_role = 'service_role' then
             execute 'grant select, insert, update, delete on public.video_embeddings, '
-                || 'public.user_embeddings, public.model_runs, public.popular_videos, '
-                || 'public.reviewed_videos to service_role';
+                || 'public.video_embeddings_a, public.video_embeddings_b, public.user_embeddings, '
+                || 'public.user_embeddings_a, public.user_embeddings_b, public.model_runs, '
+                || 'public.popular_videos, public.reviewed_videos to service_role';
             if ours_videos then
                 execute 'grant select, insert, update, delete on public.videos to service_role';
             end if;
@@ -90,18 +96,23 @@ begin
         -- back here, and model_runs is for the service role only.
         execute format(
             'revoke insert, update, delete, truncate on public.video_embeddings, '
-            || 'public.user_embeddings, public.model_runs, public.popular_videos, '
-            || 'public.reviewed_videos from %I',
+            || 'public.video_embeddings_a, public.video_embeddings_b, public.user_embeddings, '
+            || 'public.user_embeddings_a, public.user_embeddings_b, public.model_runs, '
+            || 'public.popular_videos, public.reviewed_videos from %I',
             api_role
         );
         execute format('revoke select on public.model_runs from %I', api_role);
         -- select on user_embeddings and reviewed_videos for anon too, so the invoker function
         -- can run for it; RLS gives anon no rows there (no policy), hence the popular fallback.
         execute format(
-            'grant select on public.video_embeddings, public.user_embeddings, '
-            || 'public.popular_videos, public.reviewed_videos to %I', api_role
+            'grant select on public.video_embeddings, public.video_embeddings_a, '
+            || 'public.video_embeddings_b, public.user_embeddings, public.user_embeddings_a, '
+            || 'public.user_embeddings_b, public.popular_videos, public.reviewed_videos to %I',
+            api_role
         );
-        foreach tbl in array array['video_embeddings', 'popular_videos'] loop
+        foreach tbl in array array[
+            'video_embeddings_a', 'video_embeddings_b', 'popular_videos'
+        ] loop
             execute format('drop policy if exists %I on public.%I', api_role || '_read', tbl);
             execute format(
                 'create policy %I on public.%I for select to %I using (true)',
@@ -109,9 +120,13 @@ begin
             );
         end loop;
         if api_role = 'authenticated' then
-            execute 'drop policy if exists authenticated_read on public.user_embeddings';
-            execute 'create policy authenticated_read on public.user_embeddings for select '
-                || 'to authenticated using (true)';
+            foreach tbl in array array['user_embeddings_a', 'user_embeddings_b'] loop
+                execute format('drop policy if exists authenticated_read on public.%I', tbl);
+                execute format(
+                    'create policy authenticated_read on public.%I for select '
+                    || 'to authenticated using (true)', tbl
+                );
+            end loop;
             execute 'drop policy if exists authenticated_read on public.reviewed_videos';
             execute 'create policy authenticated_read on public.reviewed_videos for select '
                 || 'to authenticated using (true)';

@@ -28,6 +28,7 @@ import os
 import re
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -59,8 +60,11 @@ SQL_DIR = Path(__file__).resolve().parents[2] / "sql" / "postgres"
 APP_SCHEMA = "public"
 RAW_SCHEMA = "raw"  # dbt var raw_schema
 EMBEDDING_TABLES = {"video_embeddings": "video_id", "user_embeddings": "user_id"}
-ANN_TABLE = "video_embeddings"  # the table the serving functions search
-ANN_INDEX = "video_embeddings_embedding_ann"
+ANN_TABLE = "video_embeddings"  # the view the serving functions search
+ANN_INDEX_SUFFIX = "_embedding_ann"  # a slot's ANN index: video_embeddings_a_embedding_ann
+# How long the publish waits for a lock on a table the app uses (videos, to drop a foreign key):
+# beyond it the step is skipped (a slower path) rather than queueing the app's queries.
+SLOT_LOCK_TIMEOUT = "2s"
 SERVING_FUNCTIONS = ("recommend_videos(text, integer)", "similar_videos(uuid, integer)")
 # pg_advisory_xact_lock keys (the dbt macro rebuild_vector_index uses the publish key too).
 PUBLISH_LOCK_KEY = 4123577019
@@ -106,6 +110,30 @@ def ann_expression(column: str, ann_dim: int, vector_schema: str) -> str:
     return (
         f"{vector_schema}.subvector({column}, 1, {int(ann_dim)})"
         f"::{vector_schema}.vector({int(ann_dim)})"
+    )
+
+
+# -- the slots (sql/postgres/002_tables.sql) --------------------------------------------------
+# Each embedding table is a view over one of two slot tables; a publish fills the other one and
+# points the view at it.
+def slots(table: str) -> tuple[str, str]:
+    """The two tables behind the view `table`."""
+    return f"{table}_a", f"{table}_b"
+
+
+def other_slot(slot: str) -> str:
+    table, letter = slot.rsplit("_", 1)
+    return f"{table}_{'b' if letter == 'a' else 'a'}"
+
+
+def active_slot_sql(table: str = ANN_TABLE) -> str:
+    """A query for the slot the view `table` reads (one row when the schema is migrated)."""
+    a, b = slots(table)
+    return (
+        "select distinct t.relname from pg_rewrite as r "
+        "join pg_depend as d on d.classid = 'pg_rewrite'::regclass and d.objid = r.oid "
+        "join pg_class as t on t.oid = d.refobjid and t.relkind = 'r' "
+        f"where r.ev_class = to_regclass('{APP_SCHEMA}.{table}') and t.relname in ('{a}', '{b}')"
     )
 
 
@@ -239,17 +267,11 @@ class PostgresWarehouse(Warehouse):
         self.index_method = index_method
         # Called with each step's name during publish_embeddings, inside its transaction
         # ("staged", "upserted:video_embeddings", "upserted:user_embeddings", "upserted",
-        # "indexed"): progress reporting, and fault injection in tests.
+        # "indexed", "swapped"): progress reporting, benchmarks, fault injection in tests.
         self.publish_observer: Callable[[str], None] | None = None
+        self._connect_timeout = connect_timeout
         try:
-            self.con = psycopg.connect(
-                settings.conninfo,
-                autocommit=True,
-                prepare_threshold=None if settings.pooler else 5,
-                connect_timeout=connect_timeout,
-                client_encoding="utf8",
-                application_name="reviews_two_tower",
-            )
+            self.con = self._connect()
         except psycopg.Error as exc:
             password = conninfo_to_dict(settings.conninfo).get("password")
             detail = _scrub(str(exc).strip(), password, settings.conninfo).splitlines()
@@ -265,6 +287,17 @@ class PostgresWarehouse(Warehouse):
         self._search_path = f"{_quote_ident(schema)}, {APP_SCHEMA}"
         self._vector_schema: str | None = None
         self._register_vector()
+
+    def _connect(self) -> psycopg.Connection:
+        """A new autocommit connection (the warehouse's own, or a publish worker's)."""
+        return psycopg.connect(
+            self.settings.conninfo,
+            autocommit=True,
+            prepare_threshold=None if self.settings.pooler else 5,
+            connect_timeout=self._connect_timeout,
+            client_encoding="utf8",
+            application_name="reviews_two_tower",
+        )
 
     @classmethod
     def from_target(cls, target: Target) -> PostgresWarehouse:
@@ -469,21 +502,24 @@ class PostgresWarehouse(Warehouse):
         model_version: str,
         serving: ServingTables | None = None,
     ) -> None:
-        """Replace both embedding tables with one model version, atomically, then reindex.
+        """Replace both embedding tables with one model version, atomically, and index it.
 
         One transaction under an advisory lock (concurrent publishes queue). First the videos of
         `serving` (another database's marts) that this database lacks are registered. A new
-        version (no row has it yet, the weekly case) replaces each table by `delete` + binary
-        COPY straight into it: every row changes anyway, and this writes each vector once (no
-        staging copy, no join). Readers keep seeing the old rows (MVCC) until the commit.
-        Re-publishing a version that is already there goes through staging tables and a
-        compare-and-upsert instead, so unchanged rows are not rewritten and the call is a no-op.
-        Then refresh reviewed_videos and popular_videos (from `serving`, else from this
-        database's marts), rebuild the ANN index under a new name and swap it in, retune probes.
+        version (the weekly case) is COPYed (binary) into the slots that the video_embeddings
+        and user_embeddings views do not show, bare, so the COPY writes rows only, by two
+        connections at once (_fill_slots); the ANN index and the foreign key to videos are built
+        after, in bulk. Readers keep seeing the old slots until the commit. Re-publishing a
+        version that is already there goes through staging tables and a compare-and-upsert on
+        the published slots instead, so unchanged rows are not rewritten and the call is a
+        no-op. Then reviewed_videos and popular_videos are refreshed (from `serving`, else from
+        this database's marts). Last, the views are pointed at the new slots and the old slots
+        emptied; or, on a re-publish, the ANN index is rebuilt and swapped.
 
         Steps reported to `publish_observer`: "staged" (inputs checked, lock held; on the
-        re-publish path, staging tables filled), "deleted:<table>" (new-version path),
-        "upserted:<table>", "upserted" (serving tables refreshed too), "indexed".
+        re-publish path, staging tables filled), "upserted:<table>" (a new version: both slots
+        filled), "upserted" (serving tables refreshed too), "indexed" (the new ANN index built),
+        "swapped" (a new version: foreign key added, views pointed at the new slots).
         """
         if not model_version:
             raise UserError("model_version must not be empty")
@@ -498,6 +534,7 @@ class PostgresWarehouse(Warehouse):
             "video_embeddings": _checked(*videos, "video_embeddings", uuid_keys=True),
             "user_embeddings": _checked(*users, "user_embeddings", uuid_keys=False),
         }
+        model_dim = max(matrix.shape[1] for _, matrix in batches.values())
         try:
             with self._tx() as cur:
                 cur.execute("select pg_advisory_xact_lock(%s), now()", (PUBLISH_LOCK_KEY,))
@@ -510,19 +547,22 @@ class PostgresWarehouse(Warehouse):
                     pad_to(matrix[:0], dims[table], table)  # a wider model: a clear error
                 if self._is_republish(cur, model_version):
                     self._republish(cur, batches, dims, model_version)
+                    self._refresh_serving(cur, serving, model_version, self._active_slot(cur))
+                    self._notify("upserted")
+                    self._rebuild_ann_index(cur, model_dim)
+                    self._notify("indexed")
+                    self._notify("swapped")
                 else:
                     self._notify("staged")
-                    for table, (ids, matrix) in batches.items():
-                        self._replace(cur, table, ids, matrix, dims[table], model_version, stamp)
+                    filled = self._fill_slots(cur, batches, dims, model_version, stamp)
+                    for table in filled:
                         self._notify(f"upserted:{table}")
-                self._refresh_serving(cur, serving, model_version)
-                self._notify("upserted")
-                model_dim = max(matrix.shape[1] for _, matrix in batches.values())
-                self._rebuild_ann_index(cur, model_dim)
-                self._notify("indexed")
+                    self._refresh_serving(cur, serving, model_version, filled[ANN_TABLE])
+                    self._notify("upserted")
+                    self._swap_in(cur, filled, model_dim)
         except psycopg.errors.ForeignKeyViolation as exc:
-            # The FK video_embeddings.video_id -> videos.id refused the COPY: say which and how
-            # many (the transaction is gone; ask again in a fresh one).
+            # The foreign key video_embeddings_*.video_id -> videos.id refused the vectors: say
+            # which and how many (the transaction is gone; ask again in a fresh one).
             self._raise_unregistered(batches["video_embeddings"][0])
             raise UserError(
                 f"publishing {model_version} failed and was rolled back: {str(exc).strip()}"
@@ -557,9 +597,63 @@ class PostgresWarehouse(Warehouse):
         cur.execute(f"select {first_rows}", {"v": model_version})
         return bool(cur.fetchone()[0])
 
-    def _replace(
+    # -- the slots ----------------------------------------------------------------------------
+    def _active_slot(self, cur: psycopg.Cursor, table: str = ANN_TABLE) -> str:
+        """The slot table that the view `table` reads."""
+        cur.execute(active_slot_sql(table))
+        rows = cur.fetchall()
+        if len(rows) != 1:
+            raise UserError(
+                f"{APP_SCHEMA}.{table} is not a view over one of {', '.join(slots(table))}: "
+                "run `python -m trainer migrate --target postgres` first"
+            )
+        return rows[0][0]
+
+    def _foreign_key(self, cur: psycopg.Cursor, slot: str) -> str | None:
+        cur.execute(
+            "select conname from pg_constraint where conrelid = to_regclass(%s) and contype = 'f'",
+            (f"{APP_SCHEMA}.{slot}",),
+        )
+        row = cur.fetchone()
+        return row[0] if row else None
+
+    def _fill_slots(
         self,
         cur: psycopg.Cursor,
+        batches: dict[str, tuple[list[str] | np.ndarray, np.ndarray]],
+        dims: dict[str, int],
+        model_version: str,
+        stamp: Any,
+    ) -> dict[str, str]:
+        """Fill the slot each view does not show with the new vectors, both at once, each on
+        a connection of its own; returns {view: filled slot}.
+
+        The fills commit on their own, before the publish's transaction points the views at
+        them: no reader sees a slot before that (the views show the others), and no other
+        publish touches them (this one holds the advisory lock throughout). If the publish
+        fails later, the views stay where they were and the next publish refills the slots.
+        Two connections keep both cores of a small server busy: a third faster than one."""
+        filled = {table: other_slot(self._active_slot(cur, table)) for table in batches}
+        with ThreadPoolExecutor(len(batches), thread_name_prefix="fill-slot") as pool:
+            jobs = [
+                pool.submit(
+                    self._fill_slot,
+                    filled[table],
+                    table,
+                    *batches[table],
+                    dims[table],
+                    model_version,
+                    stamp,
+                )  # fmt: skip
+                for table in batches
+            ]
+            for job in jobs:
+                job.result()
+        return filled
+
+    def _fill_slot(
+        self,
+        slot: str,
         table: str,
         ids: list[str] | np.ndarray,
         matrix: np.ndarray,
@@ -567,23 +661,80 @@ class PostgresWarehouse(Warehouse):
         model_version: str,
         stamp: Any,
     ) -> None:
-        """A new version: delete every row, COPY the new ones in (binary, all four columns).
+        """COPY one table's new vectors into `slot`, bare, then build its primary key.
 
-        The delete only marks the old tuples; readers see them until the commit. Inserting a
-        key deleted earlier in the same transaction is no unique violation. Each video row is
-        checked by the foreign key to videos (an unknown id aborts the COPY)."""
+        The slot is emptied and stripped of its index, keys and foreign key first (it holds
+        nothing anyone reads), so the COPY writes rows only, each vector once; the primary key
+        is then built in one sort, the foreign key later by _swap_in."""
         key = EMBEDDING_TABLES[table]
-        target = f"{APP_SCHEMA}.{table}"
-        cur.execute(f"delete from {target}")
-        self._notify(f"deleted:{table}")
-        suffix = (model_version.encode(), _timestamptz_bytes(stamp))
-        with cur.copy(
-            f"copy {target} ({key}, embedding, model_version, updated_at) "
-            "from stdin (format binary)",
-            writer=QueuedLibpqWriter(cur),  # numpy encodes the next block while this one goes
-        ) as copy:
-            for block in binary_copy_blocks(ids, matrix, key == "video_id", suffix, dim=dim):
-                copy.write(block)
+        target = f"{APP_SCHEMA}.{slot}"
+        with self._connect() as con:
+            self._drop_foreign_key(con, slot)
+            with con.transaction(), con.cursor() as cur:
+                cur.execute(
+                    f"truncate {target};"
+                    f"drop index if exists {APP_SCHEMA}.{slot}{ANN_INDEX_SUFFIX};"
+                    f"alter table {target} drop constraint if exists {slot}_pkey"
+                )
+                suffix = (model_version.encode(), _timestamptz_bytes(stamp))
+                blocks = binary_copy_blocks(ids, matrix, key == "video_id", suffix, dim=dim)
+                columns = f"{key}, embedding, model_version, updated_at"
+                with cur.copy(f"copy {target} ({columns}) from stdin (format binary)") as copy:
+                    for block in blocks:
+                        copy.write(block)
+                cur.execute(f"alter table {target} add constraint {slot}_pkey primary key ({key})")
+
+    def _drop_foreign_key(self, con: psycopg.Connection, slot: str) -> None:
+        """Drop the slot's foreign key to videos, if it has one, in a transaction of its own.
+
+        Dropping a foreign key takes an exclusive lock on the referenced table, videos, which
+        the app reads all the time: held for milliseconds here, not for the whole COPY. The
+        wait for it is bounded (SLOT_LOCK_TIMEOUT): when a long query holds videos, the key
+        stays and the COPY checks it row by row (slower, same result)."""
+        with con.transaction(), con.cursor() as cur:
+            name = self._foreign_key(cur, slot)
+            if name is None:
+                return
+            cur.execute("select set_config('lock_timeout', %s, true)", (SLOT_LOCK_TIMEOUT,))
+            try:
+                with con.transaction():  # a savepoint: a timeout leaves the key, not an error
+                    cur.execute(
+                        f"alter table {APP_SCHEMA}.{slot} drop constraint {_quote_ident(name)}"
+                    )
+            except psycopg.errors.LockNotAvailable:
+                return
+
+    def _swap_in(self, cur: psycopg.Cursor, filled: dict[str, str], model_dim: int) -> None:
+        """Index the filled video slot and give it its foreign key, then point each view at its
+        filled slot and empty the old ones.
+
+        The foreign key comes after the ANN index build: its lock on videos (writers wait,
+        readers do not) lasts from there to the commit. Replacing the views and emptying the
+        old slots take exclusive locks that the views' readers wait on for those same last
+        milliseconds."""
+        video_slot = filled[ANN_TABLE]
+        ann_dim = self._serving_ann_dim(cur, model_dim)
+        self._create_ann_index(cur, video_slot, f"{video_slot}{ANN_INDEX_SUFFIX}", ann_dim)
+        self._notify("indexed")
+        if self._foreign_key(cur, video_slot) is None:
+            cur.execute(
+                f"alter table {APP_SCHEMA}.{video_slot} add constraint {video_slot}_video_id_fkey "
+                f"foreign key (video_id) references {APP_SCHEMA}.videos (id) on delete cascade"
+            )
+        for table, slot in filled.items():
+            cur.execute(
+                f"create or replace view {APP_SCHEMA}.{table} with (security_invoker = true) as "
+                f"select {EMBEDDING_TABLES[table]}, embedding, model_version, updated_at "
+                f"from {APP_SCHEMA}.{slot}"
+            )
+            old = other_slot(slot)
+            cur.execute(
+                f"truncate {APP_SCHEMA}.{old};"
+                f"drop index if exists {APP_SCHEMA}.{old}{ANN_INDEX_SUFFIX}"
+            )
+        self._tune_functions(cur)
+        cur.execute(f"analyze {', '.join(f'{APP_SCHEMA}.{slot}' for slot in filled.values())}")
+        self._notify("swapped")
 
     def _republish(
         self,
@@ -592,13 +743,14 @@ class PostgresWarehouse(Warehouse):
         dims: dict[str, int],
         model_version: str,
     ) -> None:
-        """The same version again: stage, then change only rows that differ."""
+        """The same version again: stage, then change only rows that differ, in the slots the
+        views show."""
         for table, (ids, matrix) in batches.items():
             self._stage(cur, table, ids, matrix, dims[table])
         self._notify("staged")
         self._check_videos_registered(cur)
         for table, key in EMBEDDING_TABLES.items():
-            self._upsert(cur, table, key, model_version)
+            self._upsert(cur, table, self._active_slot(cur, table), key, model_version)
             self._notify(f"upserted:{table}")
 
     def _stage(
@@ -653,10 +805,13 @@ class PostgresWarehouse(Warehouse):
                 "products under another id since the snapshot; snapshot again)"
             )
 
-    def _upsert(self, cur: psycopg.Cursor, table: str, key: str, model_version: str) -> None:
-        """Make `table` equal to the staged set, set-based: delete rows not in it, update rows
-        whose vector or version differ (unchanged rows are not rewritten), insert new ones."""
-        target, stage = f"{APP_SCHEMA}.{table}", f"_stage_{table}"
+    def _upsert(
+        self, cur: psycopg.Cursor, table: str, into: str, key: str, model_version: str
+    ) -> None:
+        """Make `into` equal to `table`'s staged set, set-based: delete rows not in it, update
+        rows whose vector or version differ (unchanged rows are not rewritten), insert new
+        ones."""
+        target, stage = f"{APP_SCHEMA}.{into}", f"_stage_{table}"
         cur.execute(
             f"delete from {target} as t "
             f"where not exists (select 1 from {stage} as s where s.key = t.{key})"
@@ -670,7 +825,7 @@ class PostgresWarehouse(Warehouse):
         cur.execute(
             f"insert into {target} ({key}, embedding, model_version, updated_at) "
             f"select s.key, s.embedding, %(v)s, now() from {stage} as s "
-            f"where not exists (select 1 from {target} as t where t.{key} = s.key)",
+            f"on conflict ({key}) do nothing",  # rows already there were updated above
             {"v": model_version},
         )
 
@@ -687,15 +842,18 @@ class PostgresWarehouse(Warehouse):
         cur.execute(
             f"insert into {APP_SCHEMA}.videos (id, product_url) "
             "select s.id, s.product_url from _stage_videos as s "
-            f"where not exists (select 1 from {APP_SCHEMA}.videos as v where v.id = s.id) "
+            # no `where not exists (... videos ...)`: its plan can scan the rows this very
+            # insert adds (quadratic when videos was analyzed empty); the conflict check probes
+            # the keys instead
             "order by s.id on conflict do nothing"
         )
 
     def _refresh_serving(
-        self, cur: psycopg.Cursor, serving: ServingTables | None, model_version: str
+        self, cur: psycopg.Cursor, serving: ServingTables | None, model_version: str, slot: str
     ) -> None:
-        """reviewed_videos and popular_videos for the new vectors, from `serving` or from this
-        database's marts; left as they are when there is neither (a rollback on production).
+        """reviewed_videos and popular_videos for the new vectors (in video `slot`), from
+        `serving` or from this database's marts; left as they are when there is neither (a
+        rollback on production).
 
         reviewed_videos changes by difference: each reviewer's sorted set is aggregated, then
         reviewers no longer present are deleted and only changed sets are written."""
@@ -719,7 +877,7 @@ class PostgresWarehouse(Warehouse):
             "on conflict (user_id) do update set video_ids = excluded.video_ids "
             "where t.video_ids is distinct from excluded.video_ids"
         )
-        self._rank_popular(cur, model_version)
+        self._rank_popular(cur, model_version, slot)
 
     def _stage_serving(self, cur: psycopg.Cursor, serving: ServingTables | None) -> str | None:
         """Temporary _stage_positives, and the relation that holds the reviewed pairs: the
@@ -746,7 +904,7 @@ class PostgresWarehouse(Warehouse):
         cur.execute("analyze _stage_reviewed, _stage_positives")
         return "_stage_reviewed"
 
-    def _rank_popular(self, cur: psycopg.Cursor, model_version: str) -> None:
+    def _rank_popular(self, cur: psycopg.Cursor, model_version: str, slot: str) -> None:
         """public.popular_videos: the staged positives per video (_stage_serving), kept for
         published videos; written set-based like the re-publish upsert: delete videos no longer
         in, update changed rows in place (their video_id, so the foreign key to videos, does not
@@ -756,7 +914,7 @@ class PostgresWarehouse(Warehouse):
         cur.execute(
             "create temporary table _ranked on commit drop as "
             "select c.video_id, c.positives from _stage_positives as c "
-            f"where exists (select 1 from {APP_SCHEMA}.{ANN_TABLE} as e "
+            f"where exists (select 1 from {APP_SCHEMA}.{slot} as e "
             "  where e.video_id = c.video_id)"
         )
         cur.execute("analyze _ranked")
@@ -773,34 +931,53 @@ class PostgresWarehouse(Warehouse):
         cur.execute(
             f"insert into {target} (video_id, positives, model_version) "
             "select r.video_id, r.positives, %(v)s from _ranked as r "
-            f"where not exists (select 1 from {target} as p where p.video_id = r.video_id)",
+            "on conflict (video_id) do nothing",  # rows already there were updated above
             {"v": model_version},
         )
 
     def _rebuild_ann_index(self, cur: psycopg.Cursor, model_dim: int) -> None:
-        """Build the new index under a temporary name, drop the old one, rename: one transaction.
+        """Rebuild the published slot's ANN index: build the new one under a temporary name,
+        drop the old one, rename, in one transaction (a re-publish, or a migration that changes
+        the indexed dimensions; a new version gets its index in _swap_in).
 
-        The index is on the first `model_dim` dimensions (the rest is zero padding); when the
-        serving functions use another number, they are re-created with this one in the same
-        transaction (by their owner; anyone else keeps theirs when it covers the model). The
-        old index serves readers until the swap; only drop+rename+commit take the table's
-        exclusive lock, for milliseconds.
-        """
-        table = f"{APP_SCHEMA}.{ANN_TABLE}"
-        dim = self._column_dim(cur, ANN_TABLE)
-        ann_dim = model_dim
+        The old index serves readers until the swap; only drop+rename+commit take the slot's
+        exclusive lock, for milliseconds."""
+        slot = self._active_slot(cur)
+        ann_dim = self._serving_ann_dim(cur, model_dim)
+        name = f"{slot}{ANN_INDEX_SUFFIX}"
+        self._create_ann_index(cur, slot, f"{name}_new", ann_dim)
+        cur.execute(f"drop index if exists {APP_SCHEMA}.{name}")
+        cur.execute(f"alter index {APP_SCHEMA}.{name}_new rename to {name}")
+        self._tune_functions(cur)
+        cur.execute(f"analyze {APP_SCHEMA}.{slot}")
+
+    def _serving_ann_dim(self, cur: psycopg.Cursor, model_dim: int) -> int:
+        """How many leading dimensions the ANN index gets: the model's (the rest is zero
+        padding). When the serving functions search another number, they are re-created with
+        the model's in this transaction (by their owner; anyone else keeps theirs when it
+        covers the model, and the index follows them)."""
         current = self._function_ann_dim(cur)
-        if current != model_dim:
-            if self._owns_functions(cur):
-                cur.execute("set local check_function_bodies = off")
-                functions = dict(
-                    render_migrations(dim, self.schema, self._vector_schema, model_dim)
-                )["003_functions.sql"]
-                cur.execute(functions)
-            elif current is not None and model_dim <= current <= dim:
-                ann_dim = current
+        if current == model_dim:
+            return model_dim
+        dim = self._column_dim(cur, ANN_TABLE)
+        if self._owns_functions(cur):
+            cur.execute("set local check_function_bodies = off")
+            functions = dict(render_migrations(dim, self.schema, self._vector_schema, model_dim))[
+                "003_functions.sql"
+            ]
+            cur.execute(functions)
+            return model_dim
+        if current is not None and model_dim <= current <= dim:
+            return current
+        return model_dim
+
+    def _create_ann_index(self, cur: psycopg.Cursor, slot: str, name: str, ann_dim: int) -> None:
+        """An ivfflat (lists from the row count) or hnsw index on a slot's first ann_dim
+        dimensions, with enough maintenance_work_mem to build it in memory."""
+        table = f"{APP_SCHEMA}.{slot}"
         cur.execute(f"select count(*) from {table}")
         rows = cur.fetchone()[0]
+        dim = self._column_dim(cur, slot)
         cur.execute(
             "select set_config('maintenance_work_mem', %s, true)",
             (f"{vector_index_memory_mb(rows, dim)}MB",),
@@ -809,17 +986,19 @@ class PostgresWarehouse(Warehouse):
             options = f"with (lists = {ivfflat_lists(rows)})"
         else:
             options = "with (m = 16, ef_construction = 64)"  # pgvector's defaults
-        new = f"{ANN_INDEX}_new"
-        cur.execute(f"drop index if exists {APP_SCHEMA}.{new}")
+        cur.execute(f"drop index if exists {APP_SCHEMA}.{name}")
         expression = ann_expression("embedding", ann_dim, self._vector_schema)
         cur.execute(
-            f"create index {new} on {table} using {self.index_method} "
+            f"create index {name} on {table} using {self.index_method} "
             f"(({expression}) {self._vector_schema}.vector_cosine_ops) {options}"
         )
-        cur.execute(f"drop index if exists {APP_SCHEMA}.{ANN_INDEX}")
-        cur.execute(f"alter index {APP_SCHEMA}.{new} rename to {ANN_INDEX}")
-        self._tune_functions(cur)
-        cur.execute(f"analyze {table}")
+
+    def ann_index(self, cur: psycopg.Cursor | None = None) -> str:
+        """The name of the published slot's ANN index (whether or not it exists)."""
+        if cur is None:
+            with self._tx() as own:
+                return self.ann_index(own)
+        return f"{self._active_slot(cur)}{ANN_INDEX_SUFFIX}"
 
     def _tune_functions(self, cur: psycopg.Cursor) -> None:
         """Set the serving functions' search settings for the current ANN index: ivfflat.probes
@@ -827,7 +1006,7 @@ class PostgresWarehouse(Warehouse):
         cur.execute(
             "select am.amname from pg_class as c join pg_am as am on am.oid = c.relam "
             "where c.oid = to_regclass(%s)",
-            (f"{APP_SCHEMA}.{ANN_INDEX}",),
+            (f"{APP_SCHEMA}.{self.ann_index(cur)}",),
         )
         row = cur.fetchone()
         if row is None:
@@ -866,7 +1045,9 @@ class PostgresWarehouse(Warehouse):
 
     def _index_ann_dim(self, cur: psycopg.Cursor) -> int | None:
         """The dimensions the ANN index is on (None: no index; 0: not a subvector index)."""
-        cur.execute("select pg_get_indexdef(to_regclass(%s))", (f"{APP_SCHEMA}.{ANN_INDEX}",))
+        cur.execute(
+            "select pg_get_indexdef(to_regclass(%s))", (f"{APP_SCHEMA}.{self.ann_index(cur)}",)
+        )
         row = cur.fetchone()
         if row is None or row[0] is None:
             return None
@@ -881,11 +1062,9 @@ class PostgresWarehouse(Warehouse):
         )
         if cur is None:
             with self._tx() as own:
-                own.execute(query, (f"{APP_SCHEMA}.{ANN_INDEX}",))
-                row = own.fetchone()
-        else:
-            cur.execute(query, (f"{APP_SCHEMA}.{ANN_INDEX}",))
-            row = cur.fetchone()
+                return self.ann_index_lists(own)
+        cur.execute(query, (f"{APP_SCHEMA}.{self.ann_index(cur)}",))
+        row = cur.fetchone()
         if row is None or row[0] != "ivfflat":
             return None
         options = dict(option.split("=", 1) for option in row[1] or [])
