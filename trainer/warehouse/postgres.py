@@ -661,7 +661,8 @@ class PostgresWarehouse(Warehouse):
         model_version: str,
         stamp: Any,
     ) -> None:
-        """COPY one table's new vectors into `slot`, bare, then build its primary key.
+        """COPY one table's new vectors into `slot`, bare, then build its primary key and
+        statistics.
 
         The slot is emptied and stripped of its index, keys and foreign key first (it holds
         nothing anyone reads), so the COPY writes rows only, each vector once; the primary key
@@ -683,6 +684,7 @@ class PostgresWarehouse(Warehouse):
                     for block in blocks:
                         copy.write(block)
                 cur.execute(f"alter table {target} add constraint {slot}_pkey primary key ({key})")
+                cur.execute(f"analyze {target}")  # statistics before the views point at it
 
     def _drop_foreign_key(self, con: psycopg.Connection, slot: str) -> None:
         """Drop the slot's foreign key to videos, if it has one, in a transaction of its own.
@@ -733,7 +735,6 @@ class PostgresWarehouse(Warehouse):
                 f"drop index if exists {APP_SCHEMA}.{old}{ANN_INDEX_SUFFIX}"
             )
         self._tune_functions(cur)
-        cur.execute(f"analyze {', '.join(f'{APP_SCHEMA}.{slot}' for slot in filled.values())}")
         self._notify("swapped")
 
     def _republish(
