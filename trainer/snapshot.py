@@ -81,7 +81,7 @@ class PgTools:
 
 @dataclass(frozen=True)
 class SnapshotResult:
-    tables: dict[str, int]  # restored table -> rows in the work database
+    tables: dict[str, int]  # restored table (or view) -> rows in the work database
     missing: list[str]  # snapshot tables the source does not have (yet)
     source_version: int
     work_version: int
