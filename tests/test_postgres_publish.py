@@ -15,6 +15,7 @@ import pytest
 from tests.pg_server import PgServer, dbt_scratch, pg_env  # noqa: F401
 from trainer.dbt import run_dbt
 from trainer.errors import UserError
+from trainer.warehouse import postgres as postgres_module
 from trainer.warehouse.postgres import (
     ANN_INDEX_SUFFIX,
     HNSW_EF_SEARCH,
@@ -430,6 +431,34 @@ def test_a_long_reader_of_videos_keeps_the_foreign_key_instead_of_queueing_the_a
             (f"public.{other}",),
         ).fetchone()
         assert before is not None and after is not None and after[0] != before
+
+
+def test_a_long_transaction_on_the_views_fails_the_publish_instead_of_stalling_the_app(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pointing the views at the new slots needs an exclusive lock on them; waiting for it
+    would queue the app's reads behind the publish for as long as an open analyst session
+    lasts. The wait is bounded: after its tries the publish fails with the session named, and
+    the previous version stays published."""
+    monkeypatch.setattr(postgres_module, "SWAP_LOCK_TIMEOUT", "200ms")
+    monkeypatch.setattr(postgres_module, "SWAP_ATTEMPTS", 2)
+    publish(world.wh, world, "t1", seed=41)
+    with world.connect() as con:
+        before = state(con)
+    with world.connect() as analyst:
+        analyst.execute("begin")
+        analyst.execute("select count(*) from public.video_embeddings")
+        pid = analyst.info.backend_pid
+        expected = rf"could not point the views .* pid {pid}, idle in"
+        with pytest.raises(UserError, match=expected) as info:
+            publish(world.wh, world, "t2", seed=42)
+        assert "previous embeddings stay published" in str(info.value)
+        analyst.execute("rollback")
+    with world.connect() as con:
+        assert state(con) == before
+    publish(world.wh, world, "t2", seed=42)
+    with world.connect() as con:
+        assert state(con)["video_versions"] == ["t2"]
 
 
 def test_unregistered_video_ids_and_bad_vectors_are_refused(world: World) -> None:

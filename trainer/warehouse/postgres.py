@@ -28,6 +28,7 @@ import io
 import math
 import os
 import re
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -67,6 +68,10 @@ ANN_INDEX_SUFFIX = "_embedding_ann"  # a slot's ANN index: video_embeddings_a_em
 # How long the publish waits for a lock on a table the app uses (videos, to drop a foreign key):
 # beyond it the step is skipped (a slower path) rather than queueing the app's queries.
 SLOT_LOCK_TIMEOUT = "2s"
+# The publish's last steps (foreign key, views swapped, old slots emptied) wait at most this long
+# for their locks, this many times, before the publish gives up (see _bounded).
+SWAP_LOCK_TIMEOUT = "5s"
+SWAP_ATTEMPTS = 3
 SERVING_FUNCTIONS = ("recommend_videos(text, integer)", "similar_videos(uuid, integer)")
 # pg_advisory_xact_lock keys (the dbt macro rebuild_vector_index uses the publish key too).
 PUBLISH_LOCK_KEY = 4123577019
@@ -717,29 +722,79 @@ class PostgresWarehouse(Warehouse):
         The foreign key comes after the ANN index build: its lock on videos (writers wait,
         readers do not) lasts from there to the commit. Replacing the views and emptying the
         old slots take exclusive locks that the views' readers wait on for those same last
-        milliseconds."""
+        milliseconds; each of those waits is bounded (_bounded)."""
         video_slot = filled[ANN_TABLE]
         ann_dim = self._serving_ann_dim(cur, model_dim)
         self._create_ann_index(cur, video_slot, f"{video_slot}{ANN_INDEX_SUFFIX}", ann_dim)
         self._notify("indexed")
-        if self._foreign_key(cur, video_slot) is None:
-            cur.execute(
-                f"alter table {APP_SCHEMA}.{video_slot} add constraint {video_slot}_video_id_fkey "
-                f"foreign key (video_id) references {APP_SCHEMA}.videos (id) on delete cascade"
-            )
-        for table, slot in filled.items():
-            cur.execute(
-                f"create or replace view {APP_SCHEMA}.{table} with (security_invoker = true) as "
-                f"select {EMBEDDING_TABLES[table]}, embedding, model_version, updated_at "
-                f"from {APP_SCHEMA}.{slot}"
-            )
-            old = other_slot(slot)
-            cur.execute(
-                f"truncate {APP_SCHEMA}.{old};"
-                f"drop index if exists {APP_SCHEMA}.{old}{ANN_INDEX_SUFFIX}"
-            )
+
+        def swap() -> None:
+            if self._foreign_key(cur, video_slot) is None:
+                cur.execute(
+                    f"alter table {APP_SCHEMA}.{video_slot} add constraint "
+                    f"{video_slot}_video_id_fkey foreign key (video_id) "
+                    f"references {APP_SCHEMA}.videos (id) on delete cascade"
+                )
+            for table, slot in filled.items():
+                cur.execute(
+                    f"create or replace view {APP_SCHEMA}.{table} with (security_invoker = true) "
+                    f"as select {EMBEDDING_TABLES[table]}, embedding, model_version, updated_at "
+                    f"from {APP_SCHEMA}.{slot}"
+                )
+                old = other_slot(slot)
+                cur.execute(
+                    f"truncate {APP_SCHEMA}.{old};"
+                    f"drop index if exists {APP_SCHEMA}.{old}{ANN_INDEX_SUFFIX}"
+                )
+
+        relations = [f"{APP_SCHEMA}.{name}" for name in ("videos", *filled)]
+        relations += [f"{APP_SCHEMA}.{other_slot(slot)}" for slot in filled.values()]
+        self._bounded(cur, "point the views at the new slots", relations, swap)
         self._tune_functions(cur)
         self._notify("swapped")
+
+    def _bounded(
+        self, cur: psycopg.Cursor, step: str, relations: list[str], action: Callable[[], None]
+    ) -> None:
+        """Run `action` (statements that take locks on what the app reads or writes) in a
+        savepoint with lock_timeout SWAP_LOCK_TIMEOUT, up to SWAP_ATTEMPTS times.
+
+        A lock request that waits queues every later request behind it: a long transaction on
+        a view (an open analyst session) would stall the app's reads for as long as it lasts.
+        Bounded, the app waits at most SWAP_LOCK_TIMEOUT; the savepoint keeps the publish's
+        work for the next attempt, and after the last one the publish fails, naming the
+        sessions that held the locks, and rolls back (the previous version stays published)."""
+        for attempt in range(1, SWAP_ATTEMPTS + 1):
+            try:
+                with self.con.transaction():
+                    cur.execute("select set_config('lock_timeout', %s, true)", (SWAP_LOCK_TIMEOUT,))
+                    action()
+                    cur.execute("select set_config('lock_timeout', '0', true)")
+                return
+            except psycopg.errors.LockNotAvailable:
+                if attempt == SWAP_ATTEMPTS:
+                    raise UserError(
+                        f"publishing: could not {step} within {SWAP_ATTEMPTS} tries of "
+                        f"{SWAP_LOCK_TIMEOUT} ({self._lock_holders(cur, relations)}); the "
+                        "previous embeddings stay published: publish again once that is over"
+                    ) from None
+                time.sleep(attempt)
+
+    def _lock_holders(self, cur: psycopg.Cursor, relations: list[str]) -> str:
+        """Who holds locks on `relations`: pid, transaction age and state of each session."""
+        cur.execute(
+            "select a.pid, date_trunc('second', now() - a.xact_start), a.state, "
+            "left(a.query, 60) from pg_stat_activity as a "
+            "where a.pid <> pg_backend_pid() and a.pid in (select l.pid from pg_locks as l "
+            "where l.granted and l.relation in (select to_regclass(r) from unnest(%s::text[]) "
+            "as r)) order by a.xact_start",
+            (relations,),
+        )
+        holders = [
+            f"pid {pid}, {state}, transaction open {age}: {query!r}"
+            for pid, age, state, query in cur.fetchall()
+        ]
+        return "held by " + "; ".join(holders) if holders else "other sessions held them"
 
     def _republish(
         self,
@@ -951,8 +1006,12 @@ class PostgresWarehouse(Warehouse):
         ann_dim = self._serving_ann_dim(cur, model_dim)
         name = f"{slot}{ANN_INDEX_SUFFIX}"
         self._create_ann_index(cur, slot, f"{name}_new", ann_dim)
-        cur.execute(f"drop index if exists {APP_SCHEMA}.{name}")
-        cur.execute(f"alter index {APP_SCHEMA}.{name}_new rename to {name}")
+
+        def swap() -> None:
+            cur.execute(f"drop index if exists {APP_SCHEMA}.{name}")
+            cur.execute(f"alter index {APP_SCHEMA}.{name}_new rename to {name}")
+
+        self._bounded(cur, "swap the ANN index", [f"{APP_SCHEMA}.{slot}"], swap)
         self._tune_functions(cur)
         cur.execute(f"analyze {APP_SCHEMA}.{slot}")
 
