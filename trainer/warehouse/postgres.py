@@ -640,8 +640,8 @@ class PostgresWarehouse(Warehouse):
         them: no reader sees a slot before that (the views show the others), and no other
         publish touches them (this one holds the advisory lock throughout). If the publish
         fails later, the views stay where they were and the next publish refills the slots.
-        Two connections keep two server cores busy: 175-179k vectors/s against 86-135k on one
-        (sql/postgres/README.md)."""
+        Two connections keep two server cores busy: weekly medians of 143k and 172k vectors/s
+        against 86-135k on one (sql/postgres/README.md)."""
         filled = {table: other_slot(self._active_slot(cur, table)) for table in batches}
         with ThreadPoolExecutor(len(batches), thread_name_prefix="fill-slot") as pool:
             jobs = [
@@ -689,7 +689,13 @@ class PostgresWarehouse(Warehouse):
                 suffix = (model_version.encode(), _timestamptz_bytes(stamp))
                 blocks = binary_copy_blocks(ids, matrix, key == "video_id", suffix, dim=dim)
                 columns = f"{key}, embedding, model_version, updated_at"
-                with cur.copy(f"copy {target} ({columns}) from stdin (format binary)") as copy:
+                # freeze: the rows are loaded frozen and their pages all-visible (the truncate
+                # above, in the same transaction, allows it), so neither the first readers (hint
+                # bits) nor autovacuum rewrite them, nor does autovacuum hold the slot when the
+                # next publish empties it
+                with cur.copy(
+                    f"copy {target} ({columns}) from stdin (format binary, freeze)"
+                ) as copy:
                     for block in blocks:
                         copy.write(block)
                 cur.execute(f"alter table {target} add constraint {slot}_pkey primary key ({key})")
