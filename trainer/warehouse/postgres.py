@@ -513,15 +513,15 @@ class PostgresWarehouse(Warehouse):
 
         Everything readers see changes in one transaction, which holds an advisory lock from
         start to commit (concurrent publishes queue). First the videos of `serving` (another
-        database's marts) that this database lacks are registered. A new
-        version (the weekly case) is COPYed (binary) into the slots that the video_embeddings
-        and user_embeddings views do not show, bare, so the COPY writes rows only, by two
-        connections at once (_fill_slots); the ANN index and the foreign key to videos are built
-        after, in bulk. Readers keep seeing the old slots until the commit. Re-publishing a
-        version that is already there goes through staging tables and a compare-and-upsert on
-        the published slots instead, so unchanged rows are not rewritten and the call is a
-        no-op. Then reviewed_videos and popular_videos are refreshed (from `serving`, else from
-        this database's marts). Last, the views are pointed at the new slots and the old slots
+        database's marts) that this database lacks are registered. A new version (the weekly
+        case) is COPYed (binary) into the slots that the video_embeddings and user_embeddings
+        views do not show, bare, so the COPY writes rows only, by two connections at once
+        (_fill_slots); the ANN index and the foreign key to videos are built after, in bulk.
+        Readers keep seeing the old slots until the commit. Re-publishing a version that is
+        already there goes through staging tables and a compare-and-upsert on the published
+        slots instead, so unchanged rows are not rewritten and the call is a no-op. Then
+        reviewed_videos and popular_videos are refreshed (from `serving`, else from this
+        database's marts). Last, the views are pointed at the new slots and the old slots
         emptied; or, on a re-publish, the ANN index is rebuilt and swapped.
 
         Steps reported to `publish_observer`: "staged" (inputs checked, lock held; on the
@@ -592,7 +592,7 @@ class PostgresWarehouse(Warehouse):
 
     def _is_republish(self, cur: psycopg.Cursor, model_version: str) -> bool:
         """Whether this version is already published: the first row (by key, through the
-        primary key, so dead rows of earlier publishes cost nothing) of either table has it.
+        published slot's primary key) of either view has it.
 
         Every publish leaves one version in both tables, so one row tells. Were that ever not
         so, both paths still end with the same rows; only updated_at of rows that already had
