@@ -331,15 +331,15 @@ def main(argv: list[str] | None = None) -> int:
             users, items, r["embeddings"] = _load_vectors(args.vectors, data)
         else:
             from trainer.config import TrainConfig
-            from trainer.train import fit
+            from trainer.train import select_and_fit
 
-            cfg = TrainConfig(epochs=args.epochs, embedding_dim=args.embedding_dim, patience=99)
+            cfg = TrainConfig(epochs=args.epochs, embedding_dim=args.embedding_dim)
             with clock("train"):
-                result = fit(data, cfg, progress=False)
-            users, items = result.model.export()
+                result = select_and_fit(data, cfg, progress=False)
+            users, items = result.model.export(data.train)
             r["embeddings"] = (
-                f"trained two-tower, {args.epochs} epochs, dim {args.embedding_dim}; valid "
-                f"recall@10 {result.epochs[result.best_epoch - 1]['recall@10']:.4f}"
+                f"trained two-tower, {result.best_epoch} epochs, dim {args.embedding_dim}; tune "
+                f"recall@10 {result.epochs[result.best_epoch - 1]['tune recall@10']:.4f}"
             )
             if args.vectors:
                 args.vectors.parent.mkdir(parents=True, exist_ok=True)

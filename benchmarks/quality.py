@@ -1,15 +1,19 @@
 """Side-by-side model quality on the split tables dbt built (`make bench-quality`).
 
-    python -m benchmarks.quality CSV [--workdir DIR] [--cold-fraction 0.1] [--cold-likes 3]
+    python -m benchmarks.quality [CSV ...] [--synth longtail:100000 --synth dense:300000]
+        [--cold-fraction 0.1] [--cold-likes 3] [--variant NAME=JSON ...]
 
-Loads CSV into a fresh DuckDB file, runs `dbt build`, then on the same train/valid split fits
-popularity, the project's two-tower (default config), EASE, and implicit's ALS and BPR (when
-installed). A seeded tenth of the evaluated users is held out of training as *cold* users: each is
-known only by up to `--cold-likes` liked videos (their first train positives) and is folded in
-without retraining (two-tower: normalised mean of liked video vectors; ALS: its exact least-squares
-fold-in; EASE: likes x B; BPR: mean of liked item factors; popularity: unchanged). Warm metrics
-are over the other users. Hyper-parameters of the peers are chosen on the same valid split (small
-grids below), as early stopping does for the two-tower.
+For each dataset (a review CSV, or a synthetic scrape of the given shape and size): load it into
+a fresh DuckDB file, run `dbt build`, then on the same train/valid split fit popularity, the
+project's two-tower (default config), EASE (when the catalog fits in memory) and implicit's ALS
+and BPR (when installed). Every choice is made on the tune slice, never on valid: the peers'
+grids are fit on train without the tune slice and scored on it, the winner is refit on all of
+train (as the two-tower's own selection does); valid only reports. A seeded tenth of the
+evaluated users is held out of training as *cold* users, each known only by up to
+`--cold-likes` liked videos and folded in without retraining (two-tower: normalised mean of
+liked video vectors; ALS: its exact least-squares fold-in; EASE: likes x B; BPR: mean of liked
+item factors; popularity: unchanged). Warm metrics are over the other users. "train s" is the
+fit of the chosen configuration on all of train (for the two-tower: its selection plus refit).
 """
 
 from __future__ import annotations
@@ -18,10 +22,12 @@ import argparse
 import json
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+import torch
 
 from benchmarks.peers import Fitted, fit_ease, fit_implicit
 from trainer.config import TrainConfig
@@ -32,10 +38,12 @@ from trainer.load import load_reviews
 from trainer.model import embed_history
 from trainer.profiles import Target
 from trainer.report import table
-from trainer.train import fit
+from trainer.synth import SynthConfig, write_synthetic_csv
+from trainer.train import select_and_fit
 from trainer.warehouse.duckdb import DuckDBWarehouse
 
 EASE_L2 = (100.0, 300.0, 1000.0)
+EASE_MAX_ITEMS = 15_000
 ALS_GRID = tuple(
     {"regularization": reg, "alpha": alpha, "iterations": 15}
     for reg in (0.01, 0.1, 1.0)
@@ -87,18 +95,26 @@ def split_cold(splits: pl.DataFrame, fraction: float, likes: int, seed: int):
         user_ids=cold_ids, video_ids=warm.video_ids,
         train_users=train["u"].to_numpy().astype(np.int64),
         train_items=train["i"].to_numpy().astype(np.int64),
-        train_weights=np.ones(train.height, np.float32), train=csr(train), valid=csr(known),
+        train_weights=np.ones(train.height, np.float32),
+        train_tune=np.zeros(train.height, bool), train=csr(train), valid=csr(known),
         valid_total=np.bincount(valid["u"].to_numpy().astype(np.int64), minlength=len(cold_ids)),
         negatives=None, fingerprint="cold",
     )  # fmt: skip
     return warm, cold
 
 
+def warm_up_torch() -> None:
+    """torch.optim imports torch._dynamo on first use (seconds, once per process): pay it
+    before any timer starts, as implicit's import is outside its fit time."""
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)])
+
+
 def two_tower(warm: Dataset, seed: int, overrides: dict | None = None) -> Fitted:
+    warm_up_torch()
     started = time.perf_counter()
-    result = fit(warm, TrainConfig(seed=seed, **(overrides or {})), progress=False)
+    result = select_and_fit(warm, TrainConfig(seed=seed, **(overrides or {})), progress=False)
+    users, items = result.model.export(warm.train)
     seconds = time.perf_counter() - started
-    users, items = result.model.export()
 
     def cold(likes: Csr) -> object:
         vectors = np.vstack([
@@ -116,15 +132,28 @@ def popularity(warm: Dataset) -> Fitted:
     return Fitted(scorer, lambda likes: scorer, 0.0)
 
 
-def best_on_valid(candidates: list[tuple[str, Fitted]], warm: Dataset) -> tuple[str, Fitted]:
-    scored = [(evaluate(f.warm, warm, (10,)).metrics["ndcg@10"], name, f) for name, f in candidates]
-    _, name, fitted = max(scored, key=lambda t: t[0])
-    return name, fitted
+def chosen_on_tune(
+    warm: Dataset, grid: dict[str, Callable[[Dataset], Fitted]]
+) -> tuple[str, Fitted]:
+    """Fit each candidate on train without the tune slice, keep the best tune NDCG@10, refit
+    it on all of train. The valid split plays no part."""
+    selection = warm.selection_view()
+    scored = [
+        (evaluate(fit(selection).warm, selection, (10,), intervals=False).metrics["ndcg@10"], name)
+        for name, fit in grid.items()
+    ]
+    _, name = max(scored)
+    return name, grid[name](warm)
+
+
+def ease_fits(data: Dataset) -> bool:
+    """EASE inverts a videos x videos matrix: skip it where that would not fit in memory."""
+    return data.n_items <= EASE_MAX_ITEMS
 
 
 def run(
     csv: Path, workdir: Path, fraction: float, likes: int, seed: int, variants: dict | None = None
-) -> str:
+) -> tuple[str, dict[str, dict[str, float]]]:
     splits = build_splits(csv, workdir)
     warm, cold = split_cold(splits, fraction, likes, seed)
     models: dict[str, tuple[str, Fitted]] = {
@@ -134,21 +163,32 @@ def run(
             f"two_tower {k}": (str(v), two_tower(warm, seed, v))
             for k, v in (variants or {}).items()
         },
-        "EASE": best_on_valid([(f"l2={l2:g}", fit_ease(warm, l2)) for l2 in EASE_L2], warm),
     }
+    if ease_fits(warm):
+        models["EASE"] = chosen_on_tune(
+            warm, {f"l2={l2:g}": (lambda d, l2=l2: fit_ease(d, l2)) for l2 in EASE_L2}
+        )
+    else:
+        print(f"EASE skipped: {warm.n_items:,} videos > {EASE_MAX_ITEMS:,} (a dense n x n inverse)")
     try:
-        models["ALS (implicit)"] = best_on_valid(
-            [(str(p), fit_implicit(warm, "als", 64, seed, **dict(p))) for p in ALS_GRID], warm
-        )
-        models["BPR (implicit)"] = best_on_valid(
-            [(str(p), fit_implicit(warm, "bpr", 64, seed, **dict(p))) for p in BPR_GRID], warm
-        )
+        for label, kind, grid in (
+            ("ALS (implicit)", "als", ALS_GRID),
+            ("BPR (implicit)", "bpr", BPR_GRID),
+        ):
+            models[label] = chosen_on_tune(
+                warm,
+                {
+                    str(p): (lambda d, p=p, kind=kind: fit_implicit(d, kind, 64, seed, **dict(p)))
+                    for p in grid
+                },
+            )
     except ImportError:
         print("implicit is not installed: ALS and BPR skipped (pip install implicit)")
-    rows = []
+    rows, figures = [], {}
     for name, (params, fitted) in models.items():
-        w = evaluate(fitted.warm, warm, (10,)).metrics
-        c = evaluate(fitted.cold(cold.train), cold, (10,)).metrics
+        w = evaluate(fitted.warm, warm, (10,), intervals=False).metrics
+        c = evaluate(fitted.cold(cold.train), cold, (10,), intervals=False).metrics
+        figures[name] = {**w, "cold recall@10": c["recall@10"], "train s": fitted.train_seconds}
         rows.append([name, w["recall@10"], w["ndcg@10"], w["map@10"], w["coverage@10"],
                      c["recall@10"], fitted.train_seconds, params])  # fmt: skip
     header = (
@@ -158,14 +198,51 @@ def run(
     )
     return header + table(
         ["model", "recall@10", "ndcg@10", "map@10", "coverage@10", "cold recall@10",
-         "train s", "chosen on valid"],
+         "train s", "chosen on tune"],
         rows,
-    )  # fmt: skip
+    ) + "\n" + verdict(figures), figures  # fmt: skip
+
+
+def verdict(figures: dict[str, dict[str, float]]) -> str:
+    """The two-tower beside the best peer on each figure the issue judges, and the time ratio."""
+    peers = [name for name in ("EASE", "ALS (implicit)") if name in figures]
+    if not peers:
+        return ""
+    ours = figures["two_tower"]
+    lines = []
+    for metric in ("recall@10", "ndcg@10", "cold recall@10"):
+        best = max(peers, key=lambda p: figures[p][metric])
+        ratio = ours[metric] / max(figures[best][metric], 1e-12)
+        mark = ">=" if ours[metric] >= figures[best][metric] else "<"
+        theirs = figures[best][metric]
+        lines.append(
+            f"two_tower {metric} {ours[metric]:.4f} {mark} {best} {theirs:.4f} ({ratio:.2f}x)"
+        )
+    if "ALS (implicit)" in figures:
+        als = figures["ALS (implicit)"]["train s"]
+        times = ours["train s"] / max(als, 1e-9)
+        lines.append(f"two_tower train {ours['train s']:.2f} s = {times:.1f}x ALS's {als:.2f} s")
+    return "\n".join(lines)
+
+
+def synth_csv(spec: str, workdir: Path) -> Path:
+    """`shape:reviews` -> a seeded synthetic scrape of that shape in workdir."""
+    shape, _, reviews = spec.partition(":")
+    path = workdir / f"synth_{shape}_{reviews}.csv"
+    write_synthetic_csv(path, SynthConfig(reviews=int(reviews or 100_000), shape=shape, seed=0))
+    return path
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("csv", type=Path)
+    parser.add_argument("csv", type=Path, nargs="*")
+    parser.add_argument(
+        "--synth",
+        action="append",
+        default=[],
+        metavar="SHAPE:REVIEWS",
+        help="a synthetic dataset, e.g. longtail:100000 or dense:300000",
+    )
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--cold-fraction", type=float, default=0.1)
     parser.add_argument("--cold-likes", type=int, default=3)
@@ -175,14 +252,17 @@ def main() -> None:
         action="append",
         default=[],
         metavar="NAME=JSON",
-        help="extra two-tower configs, e.g. idd='{\"id_dropout\": 0.3}' (a sweep)",
+        help="extra two-tower configs, e.g. t3='{\"temperature\": 0.3}' (a sweep)",
     )
     args = parser.parse_args()
     variants = {v.split("=", 1)[0]: json.loads(v.split("=", 1)[1]) for v in args.variant}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
-        print(run(args.csv, workdir, args.cold_fraction, args.cold_likes, args.seed, variants))
+        datasets = [*args.csv, *(synth_csv(spec, workdir) for spec in args.synth)]
+        for csv in datasets:
+            text, _ = run(csv, workdir, args.cold_fraction, args.cold_likes, args.seed, variants)
+            print(text + "\n", flush=True)
 
 
 if __name__ == "__main__":

@@ -213,3 +213,18 @@ def test_a_different_split_seed_changes_the_split(
     a = set(duckdb.connect(str(synth_warehouse), read_only=True).execute(sql).fetchall())
     b = set(duckdb.connect(str(other), read_only=True).execute(sql).fetchall())
     assert len(a) == len(b) and a != b
+
+
+def test_the_tune_slice_is_carved_out_of_train_by_the_same_rule(synth_warehouse: Path) -> None:
+    con = duckdb.connect(str(synth_warehouse), read_only=True)
+    in_valid = con.execute("select count(*) from interaction_splits where tune and split = 'valid'")
+    assert in_valid.fetchone()[0] == 0
+    per_user = con.execute(
+        "select count(*) filter (where split = 'train'), count(*) filter (where tune) "
+        "from interaction_splits group by user_id"
+    ).fetchall()
+    con.close()
+    assert sum(t for _, t in per_user) > 0
+    for n_train, n_tune in per_user:  # round(n * 0.2), at least 1, at most n - 1; n = 1: none
+        expected = 0 if n_train < 2 else min(n_train - 1, max(1, int(n_train * 0.2 + 0.5)))
+        assert n_tune == expected

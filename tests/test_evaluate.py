@@ -39,6 +39,7 @@ def tiny_dataset() -> Dataset:
         train_users=train_users,
         train_items=train_items,
         train_weights=np.ones(5, np.float32),
+        train_tune=np.zeros(5, bool),
         train=Csr.from_pairs(train_users, train_items, 2),
         valid=Csr.from_pairs(np.array([0, 1]), np.array([2, 1]), 2),
         valid_total=np.array([2, 1]),
@@ -50,7 +51,9 @@ def tiny_dataset() -> Dataset:
 def test_train_items_are_masked_from_the_ranking() -> None:
     data = tiny_dataset()
     scores = torch.tensor([[9.0, 8.0, 1.0, 2.0, 3.0], [9.0, 1.0, 0.0, 8.0, 7.0]])
-    top = top_k(lambda users: scores[torch.as_tensor(users)], np.array([0, 1]), data.train, 2)
+    top = top_k(
+        lambda users: scores[torch.as_tensor(users)], np.array([0, 1]), data.train, 2, data.n_items
+    )
     assert top.tolist() == [[4, 3], [1, 2]]
 
 
@@ -65,7 +68,7 @@ def test_out_of_catalog_valid_items_count_in_the_recall_denominator() -> None:
 
 def test_popularity_baseline_ranks_by_train_counts() -> None:
     data = tiny_dataset()
-    top = top_k(popularity_scorer(data), np.array([0]), data.train, 3)
+    top = top_k(popularity_scorer(data), np.array([0]), data.train, 3, data.n_items)
     # counts: item0=2, others 1 or 0; items 0 and 1 are user 0's train items and are masked.
     assert top[0][0] in (3, 4) and 0 not in top[0] and 1 not in top[0]
 

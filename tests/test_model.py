@@ -1,4 +1,4 @@
-"""The towers, the loss tasks and reproducibility."""
+"""The towers, the user-batched epochs, the loss tasks and reproducibility."""
 
 from __future__ import annotations
 
@@ -6,22 +6,24 @@ import numpy as np
 import torch
 
 from tests.test_evaluate import tiny_dataset
+from trainer.batches import user_batches
 from trainer.config import TrainConfig
 from trainer.data import Csr
 from trainer.model import TwoTower, embed_history
-from trainer.tasks import softmax_loss
+from trainer.tasks import sampling_distribution, softmax_loss
 from trainer.train import fit
 
 
-def test_leave_out_removes_the_target_from_the_history_mean() -> None:
-    history = Csr.from_pairs(np.array([0, 0, 0]), np.array([0, 1, 2]), 1)
-    model = TwoTower(1, 3, 4, history)
+def test_the_user_tower_is_the_normalised_mean_of_the_pooled_videos() -> None:
+    model = TwoTower(2, 3, 4)
     with torch.no_grad():
-        model.user_embedding.weight.zero_()
         items = model.item_vectors(torch.arange(3))
-        got = model.user_vectors(torch.tensor([0]), leave_out=torch.tensor([1]))
+        got = model.user_vectors(
+            torch.tensor([0, 1]), torch.tensor([0, 0, 1]), torch.tensor([0, 2, 1])
+        )
     expected = torch.nn.functional.normalize((items[0] + items[2]) / 2, dim=-1)
     assert torch.allclose(got[0], expected, atol=1e-6)
+    assert torch.allclose(got[1], items[1], atol=1e-6)
 
 
 def test_new_user_vector_is_the_normalised_mean_of_liked_videos() -> None:
@@ -30,22 +32,76 @@ def test_new_user_vector_is_the_normalised_mean_of_liked_videos() -> None:
     assert np.allclose(got, [2**-0.5, 2**-0.5])
 
 
-def test_softmax_loss_masks_duplicate_items_in_the_batch() -> None:
-    model = TwoTower(2, 3, 4, None)
-    users = torch.tensor([0, 1])
-    same = softmax_loss(model, users, torch.tensor([1, 1]), None, None, 1.0)
-    # Two rows with the same item: each row's only other logit is masked, so the loss is 0.
-    assert float(same.detach()) == 0.0
+def test_an_epoch_takes_every_positive_once_as_input_or_target() -> None:
+    users = np.repeat(np.arange(50), np.arange(1, 51))  # 1..50 positives per user
+    items = np.concatenate([np.arange(n) for n in range(1, 51)])
+    train = Csr.from_pairs(users, items, 50)
+    seen = []
+    for batch in user_batches(
+        train,
+        np.ones(len(items), np.float32),
+        16,
+        0.5,
+        np.random.default_rng(0),
+        torch.device("cpu"),
+    ):
+        user_of = batch.users.numpy()
+        pooled = set(zip(user_of[batch.input_rows.numpy()], batch.input_items.numpy(), strict=True))
+        targets = set(
+            zip(user_of[batch.target_rows.numpy()], batch.target_items.numpy(), strict=True)
+        )
+        assert not pooled & targets  # a target is never in its own user's input
+        seen += [*pooled, *targets]
+    assert sorted(seen) == sorted(zip(users, items, strict=True))  # each exactly once
+
+
+def test_own_videos_are_never_negatives_full_or_sampled() -> None:
+    # One user owns every video: nothing is left to be a negative, so the loss is exactly 0.
+    model = TwoTower(1, 6, 4)
+    train = Csr.from_pairs(np.zeros(6, np.int64), np.arange(6), 1)
+    batch = next(
+        user_batches(
+            train, np.ones(6, np.float32), 1, 0.5, np.random.default_rng(1), torch.device("cpu")
+        )
+    )
+    assert len(batch.target_items) and len(batch.input_items)
+    generator = torch.Generator().manual_seed(0)
+    full = softmax_loss(model, batch, 0.2, negatives=10, generator=generator)
+    q = sampling_distribution(np.ones(6, np.int64), 0.75)
+    sampled = softmax_loss(model, batch, 0.2, negatives=3, generator=generator, q=q)
+    assert float(full.detach()) == 0.0 and float(sampled.detach()) == 0.0
+
+
+def test_sampled_softmax_with_logq_estimates_the_full_one() -> None:
+    torch.manual_seed(0)
+    model = TwoTower(4, 300, 8)
+    train = Csr.from_pairs(np.repeat(np.arange(4), 5), np.arange(20), 4)
+    batch = next(
+        user_batches(
+            train, np.ones(20, np.float32), 4, 0.5, np.random.default_rng(2), torch.device("cpu")
+        )
+    )
+    full = float(softmax_loss(model, batch, 0.5, 1000, torch.Generator().manual_seed(0)).detach())
+    q = sampling_distribution(np.arange(300) % 7, 0.75)
+    draws = [
+        float(softmax_loss(model, batch, 0.5, 200, torch.Generator().manual_seed(s), q=q).detach())
+        for s in range(20)
+    ]
+    assert abs(np.mean(draws) - full) < 0.05 * full
+    unc = float(
+        softmax_loss(model, batch, 0.5, 200, torch.Generator().manual_seed(0), q, False).detach()
+    )
+    assert unc < full - 0.5  # without the correction the denominator is far too small
 
 
 def test_training_is_deterministic_for_a_seed() -> None:
     data = tiny_dataset()
-    cfg = TrainConfig(embedding_dim=8, epochs=3, batch_size=2, uniform_negatives=2, seed=5)
-    a = fit(data, cfg, progress=False).model.export()
-    b = fit(data, cfg, progress=False).model.export()
+    cfg = TrainConfig(embedding_dim=8, epochs=3, batch_size=1, negatives=2, seed=5)
+    a = fit(data, cfg, progress=False).model.export(data.train)
+    b = fit(data, cfg, progress=False).model.export(data.train)
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
-    c = fit(data, TrainConfig(**{**cfg.to_dict(), "seed": 6}), progress=False).model.export()
-    assert not np.array_equal(a[1], c[1])
+    c = fit(data, TrainConfig(**{**cfg.to_dict(), "seed": 6}), progress=False)
+    assert not np.array_equal(a[1], c.model.export(data.train)[1])
 
 
 def test_row_order_of_the_split_table_does_not_change_the_dataset() -> None:
@@ -58,6 +114,7 @@ def test_row_order_of_the_split_table_does_not_change_the_dataset() -> None:
             "user_id": ["a", "a", "b", "b", "c"],
             "video_id": ["v1", "v2", "v1", "v3", "v2"],
             "split": ["train", "valid", "train", "train", "train"],
+            "tune": [False, False, True, False, False],
             "weight": [1.0, 0.8, 1.0, 0.8, 1.0],
         }
     )
@@ -65,4 +122,5 @@ def test_row_order_of_the_split_table_does_not_change_the_dataset() -> None:
     other = build_dataset(splits.reverse(), None)
     assert np.array_equal(one.train_users, other.train_users)
     assert np.array_equal(one.train_items, other.train_items)
+    assert np.array_equal(one.train_tune, other.train_tune)
     assert one.fingerprint == other.fingerprint

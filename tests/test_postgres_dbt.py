@@ -211,7 +211,8 @@ PARITY = {
         ["user_id", "video_id"],
     ),
     "interaction_splits": (
-        "select user_id, cast(video_id as varchar) as video_id, split from interaction_splits",
+        "select user_id, cast(video_id as varchar) as video_id, split, tune "
+        "from interaction_splits",
         ["user_id", "video_id"],
     ),
     "negative_samples": (

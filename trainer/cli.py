@@ -25,6 +25,12 @@ def _parser() -> argparse.ArgumentParser:
     synth.add_argument("--out", type=Path, default=Path("data/reviews.csv"))
     synth.add_argument("--reviews", type=int, default=50_000, help="rows before dirt (10k to 10M)")
     synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument(
+        "--shape",
+        choices=["longtail", "dense"],
+        default="longtail",
+        help="longtail: DMM-like; dense: heavy reviewers, small catalog",
+    )
     synth.add_argument("--dirt", type=float, default=1.0, help="scale of scrape dirt; 0 = clean")
 
     load = sub.add_parser(
@@ -110,9 +116,37 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--objective", choices=["softmax", "bce"], default=DEFAULTS.objective)
     p.add_argument("--temperature", type=float, default=DEFAULTS.temperature)
     p.add_argument("--no-logq", dest="logq_correction", action="store_false")
-    p.add_argument("--uniform-negatives", type=int, default=DEFAULTS.uniform_negatives)
+    p.add_argument(
+        "--negatives",
+        "--uniform-negatives",
+        type=int,
+        default=DEFAULTS.negatives,
+        help="full softmax up to this many videos; above, this many sampled per step",
+    )
+    p.add_argument(
+        "--holdout",
+        type=float,
+        default=DEFAULTS.holdout,
+        help="share of a user's positives predicted from the rest, per epoch",
+    )
+    p.add_argument(
+        "--no-refit",
+        dest="refit",
+        action="store_false",
+        help="publish the selection model instead of refitting on all of train",
+    )
     p.add_argument("--star-weighting", action="store_true", help="weight positives by stars / 5")
-    p.add_argument("--no-history", dest="history_pooling", action="store_false")
+    p.add_argument(
+        "--no-history",
+        dest="history_pooling",
+        action="store_false",
+        help="no pooled history in the user tower (implies --user-ids)",
+    )
+    p.add_argument(
+        "--user-ids",
+        action="store_true",
+        help="add a learned per-user ID embedding to the user tower",
+    )
     p.add_argument("--id-dropout", type=float, default=DEFAULTS.id_dropout,
                    help="share of rows trained without the user ID (cold start)")  # fmt: skip
     p.add_argument("--patience", type=int, default=DEFAULTS.patience)
@@ -132,7 +166,10 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     fields = TrainConfig.__dataclass_fields__
-    return TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    values = {k: v for k, v in vars(args).items() if k in fields}
+    if not values.get("history_pooling", True):
+        values["user_ids"] = True  # a user tower needs something: the ID embedding alone
+    return TrainConfig(**values)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,7 +190,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     if args.reviews < 1:
         raise UserError("--reviews must be positive")
     counts = write_synthetic_csv(
-        args.out, SynthConfig(reviews=args.reviews, seed=args.seed, dirt=args.dirt)
+        args.out,
+        SynthConfig(reviews=args.reviews, seed=args.seed, shape=args.shape, dirt=args.dirt),
     )
     print(
         f"wrote {args.out}: {counts['lines']:,} lines "

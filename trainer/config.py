@@ -12,22 +12,26 @@ Objective = Literal["softmax", "bce"]
 @dataclass(frozen=True)
 class TrainConfig:
     embedding_dim: int = 64
-    epochs: int = 30
-    batch_size: int = 1024
-    lr: float = 0.03
-    # softmax: in-batch sampled softmax with log-Q correction (Yi et al. 2019);
-    # bce: the brief's pointwise objective on positives + the SQL negative samples.
+    epochs: int = 30  # at most; selection stops early on the tune slice
+    batch_size: int = 256  # users per step, each with all of their train positives
+    lr: float = 0.005
+    # softmax: multinomial likelihood over the catalog (full, or sampled with log-Q correction
+    # above `negatives` videos); bce: the brief's pointwise objective on the SQL negatives.
     objective: Objective = "softmax"
-    temperature: float = 0.2
+    temperature: float = 0.15
     logq_correction: bool = True
-    uniform_negatives: int = (
-        1024  # extra uniformly drawn videos per softmax batch (0: in-batch only)
-    )
+    negatives: int = 4096  # catalogs up to this size get the full softmax; bigger ones sample
+    negative_power: float = 0.75  # sampled negatives ~ (train count + 1) ** power
+    holdout: float = 0.5  # per epoch, share of a user's positives predicted from the rest
     star_weighting: bool = False  # scale each positive's loss by stars / 5 (the brief's variant)
-    history_pooling: bool = True  # user = id embedding + mean of the user's train videos
-    id_dropout: float = 0.0  # share of training rows whose user ID embedding is zeroed
-    patience: int = 3  # epochs without a better valid NDCG@10 before stopping
-    eval_users: int = 5_000  # users sampled for the per-epoch validation
+    history_pooling: bool = True  # user = mean of the user's train videos' vectors (+ ID)
+    user_ids: bool = False  # add a learned per-user ID embedding to the user tower
+    id_dropout: float = 0.0  # with user_ids: share of batch users whose ID embedding is zeroed
+    patience: int = 3  # epochs without a better tune NDCG@10 before stopping
+    init: str = "svd"  # svd: item table from a truncated SVD of train; random: N(0, 0.1)
+    refit: bool = True  # retrain on all of train for the chosen number of epochs
+    eval_users: int = 5_000  # users scored on the tune slice per selection epoch (at most)
+    eval_scores: int = 20_000_000  # and at most this many user x video scores per epoch
     final_eval_users: int = 20_000  # users sampled for the final report and the gate (0: all)
     seed: int = 42
     device: str = "auto"

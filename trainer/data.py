@@ -8,7 +8,7 @@ valid positives of other videos still count in the recall denominator, honestly.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import polars as pl
@@ -42,6 +42,7 @@ class Dataset:
     train_users: np.ndarray  # one row per train positive
     train_items: np.ndarray
     train_weights: np.ndarray  # stars / 5
+    train_tune: np.ndarray  # per train row: True when it is in the tune slice
     train: Csr
     valid: Csr  # valid items in the catalog
     valid_total: np.ndarray  # per user: all valid positives, in the catalog or not
@@ -59,9 +60,35 @@ class Dataset:
     def item_counts(self) -> np.ndarray:
         return np.bincount(self.train_items, minlength=self.n_items)
 
+    def selection_view(self) -> Dataset:
+        """What model selection sees: train without the tune slice to fit on, and the tune slice
+        in the place of valid. The valid split is not in it, so early stopping and sweeps that
+        score on `.valid` of this view can never choose by the split that reports and gates."""
+        fit, tune = ~self.train_tune, self.train_tune
+        return replace(
+            self,
+            train_users=self.train_users[fit],
+            train_items=self.train_items[fit],
+            train_weights=self.train_weights[fit],
+            train_tune=np.zeros(int(fit.sum()), bool),
+            train=Csr.from_pairs(self.train_users[fit], self.train_items[fit], self.n_users),
+            valid=Csr.from_pairs(self.train_users[tune], self.train_items[tune], self.n_users),
+            valid_total=np.bincount(self.train_users[tune], minlength=self.n_users),
+            fingerprint=self.fingerprint + ":selection",
+        )
+
+    def without_valid(self) -> Dataset:
+        """All of train and nothing held out: what the final fit sees."""
+        empty = np.zeros(0, np.int64)
+        return replace(
+            self,
+            valid=Csr.from_pairs(empty, empty, self.n_users),
+            valid_total=np.zeros(self.n_users, np.int64),
+        )
+
 
 SPLITS_SQL = """
-    select s.user_id, cast(s.video_id as varchar) as video_id, s.split, i.weight
+    select s.user_id, cast(s.video_id as varchar) as video_id, s.split, s.tune, i.weight
     from interaction_splits as s
     join interactions as i on i.user_id = s.user_id and i.video_id = s.video_id
 """
@@ -118,6 +145,7 @@ def build_dataset(splits: pl.DataFrame, negatives: pl.DataFrame | None) -> Datas
         train_users=train_users,
         train_items=train_items,
         train_weights=tr["weight"].to_numpy().astype(np.float32),
+        train_tune=tr["tune"].to_numpy().astype(bool),
         train=Csr.from_pairs(train_users, train_items, n_users),
         valid=Csr.from_pairs(
             va_known["u"].to_numpy().astype(np.int64),

@@ -57,8 +57,15 @@ def eval_users(data: Dataset, limit: int = 0, seed: int = 0) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(users, size=limit, replace=False))
 
 
-def top_k(scorer: Scorer, users: np.ndarray, train: Csr, k: int, batch: int = 1024) -> np.ndarray:
-    """Indices of the k best videos per user, the user's train positives excluded."""
+SCORES_PER_CHUNK = 1 << 25  # user x video scores held at once (128 MiB of float32)
+
+
+def top_k(
+    scorer: Scorer, users: np.ndarray, train: Csr, k: int, n_items: int, batch: int = 1024
+) -> np.ndarray:
+    """Indices of the k best videos per user, the user's train positives excluded. Users are
+    scored in chunks of at most `batch`, fewer for big catalogs, so memory stays bounded."""
+    batch = max(1, min(batch, SCORES_PER_CHUNK // max(n_items, 1)))
     out = []
     for start in range(0, len(users), batch):
         chunk = users[start : start + batch]
@@ -100,11 +107,17 @@ def ranking_metrics(
 
 
 def evaluate(
-    scorer: Scorer, data: Dataset, ks: tuple[int, ...] = (10, 20), users: np.ndarray | None = None
+    scorer: Scorer,
+    data: Dataset,
+    ks: tuple[int, ...] = (10, 20),
+    users: np.ndarray | None = None,
+    intervals: bool = True,
 ) -> EvalResult:
+    """Metrics over `users` (default: all with a valid item); `intervals=False` skips the
+    bootstrap and the slices (per-epoch checks need the means only)."""
     users = eval_users(data) if users is None else users
     k_max = max(ks)
-    top = top_k(scorer, users, data.train, k_max)
+    top = top_k(scorer, users, data.train, k_max, data.n_items)
     hits = hit_matrix(top, users, data.valid, data.n_items)
     per_user = ranking_metrics(hits, data.valid_total[users], ks)
     metrics = {
@@ -113,13 +126,14 @@ def evaluate(
     for k in ks:
         metrics[f"coverage@{k}"] = len(np.unique(top[:, :k])) / data.n_items
     metrics["users"] = float(len(users))
-    intervals = {name: bootstrap_ci(per_user[name]) for name in CI_METRICS if name in per_user}
+    if not intervals:
+        return EvalResult(metrics, per_user, users)
     k = 10 if 10 in ks else ks[0]
     return EvalResult(
         metrics,
         per_user,
         users,
-        intervals,
+        {name: bootstrap_ci(per_user[name]) for name in CI_METRICS if name in per_user},
         by_activity(per_user, users, data, k),
         by_popularity(top[:, :k], hits[:, :k], users, data),
     )

@@ -1,14 +1,16 @@
 """The two-tower model: an item tower and a user tower that share one embedding space.
 
-Item tower: a video's ID embedding, L2-normalised. User tower: the user's ID embedding plus the
-mean of the item-tower vectors of the user's train history, L2-normalised. The history term is
-what gives thin users (one or two reviews) a useful vector, and because it is a plain mean of
-published video vectors, a new app user's vector from their likes is reproducible in SQL
-(the normalised avg(embedding)). Scores are cosine similarities: what pgvector's
-vector_cosine_ops and DuckDB's array_cosine_distance compute.
+Item tower: a video's ID embedding, L2-normalised. User tower: the mean of the item-tower vectors
+of (part of) the user's train history, L2-normalised, optionally plus a learned per-user ID
+embedding (`user_ids`). History-only is the default: it learns item-to-item signal (a low-rank,
+symmetric cousin of EASE, trained by the softmax), thin users (one or two reviews) get the same
+path as heavy ones, and a new app user's vector from their likes is exactly what a reviewer with
+those likes gets — reproducible in SQL as the normalised avg(embedding) of the liked videos.
+Scores are cosine similarities: what pgvector's vector_cosine_ops and DuckDB's
+array_cosine_distance compute.
 
-Embeddings are sparse: a training step touches only the rows of its batch (users, items, sampled
-negatives and the batch users' histories), so a step costs the same for 10k or 1M videos.
+The history is an argument, not a buffer: training pools a random part of each user's history
+and predicts the rest (trainer/batches.py); export pools all of it.
 """
 
 from __future__ import annotations
@@ -23,75 +25,76 @@ from trainer.data import Csr
 
 class TwoTower(nn.Module):
     def __init__(
-        self, n_users: int, n_items: int, dim: int, history: Csr | None, init_std: float = 0.1
+        self,
+        n_users: int,
+        n_items: int,
+        dim: int,
+        history: bool = True,
+        user_ids: bool = False,
+        sparse_items: bool = False,
+        init_std: float = 0.1,
     ) -> None:
         super().__init__()
-        self.user_embedding = nn.Embedding(n_users, dim, sparse=True)
-        self.item_embedding = nn.Embedding(n_items, dim, sparse=True)
+        if not (history or user_ids):
+            raise ValueError("the user tower needs the history, a user ID embedding, or both")
+        # Users are sparse (a step touches its batch's rows only); items are dense when every
+        # step scores the whole catalog anyway (full softmax), sparse when it samples.
+        self.user_embedding = nn.Embedding(n_users if user_ids else 0, dim, sparse=True)
+        self.item_embedding = nn.Embedding(n_items, dim, sparse=sparse_items)
         nn.init.normal_(self.user_embedding.weight, std=init_std)
         nn.init.normal_(self.item_embedding.weight, std=init_std)
-        indptr = torch.as_tensor(history.indptr if history else np.zeros(n_users + 1, np.int64))
-        indices = torch.as_tensor(history.indices if history else np.zeros(0, np.int64))
-        self.register_buffer("history_indptr", indptr, persistent=False)
-        self.register_buffer("history_indices", indices, persistent=False)
-        self.use_history = history is not None
-
-    @property
-    def n_users(self) -> int:
-        return self.user_embedding.num_embeddings
+        self.use_history = history
+        self.n_users = n_users
 
     @property
     def n_items(self) -> int:
         return self.item_embedding.num_embeddings
 
-    def item_vectors(self, items: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.item_embedding(items), dim=-1)
+    def item_vectors(self, items: torch.Tensor | None = None) -> torch.Tensor:
+        weight = self.item_embedding.weight if items is None else self.item_embedding(items)
+        return F.normalize(weight, dim=-1)
 
     def user_vectors(
-        self, users: torch.Tensor, leave_out: torch.Tensor | None = None, id_dropout: float = 0.0
+        self,
+        users: torch.Tensor,
+        pool_rows: torch.Tensor,
+        pool_items: torch.Tensor,
+        id_keep: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """User vectors. `leave_out[b]` (an item id, or -1 for none) is removed from row b's
-        history: in training the target is in the user's own history, and the model must not
-        learn to find it there. `id_dropout` zeroes the ID embedding of that share of rows
-        (training only), so the history path alone also ranks well: that is all a new app user
-        known by likes has (DropoutNet, Volkovs et al. 2017)."""
-        vectors = self.user_embedding(users)
-        if id_dropout > 0 and self.use_history:
-            keep = torch.rand(len(users), device=users.device) >= id_dropout
-            vectors = vectors * keep.unsqueeze(1).to(vectors.dtype)
-        if self.use_history:
-            vectors = vectors + self._history_mean(users, leave_out)
+        """Vectors of `users`; row b pools the items `pool_items[pool_rows == b]`. `id_keep`
+        (0/1 per row) drops the ID embedding of some rows in training, so the history path
+        alone also ranks well: that is all a new app user known by likes has (DropoutNet)."""
+        dim = self.item_embedding.embedding_dim
+        if self.user_embedding.num_embeddings:
+            vectors = self.user_embedding(users)
+            if id_keep is not None:
+                vectors = vectors * id_keep.unsqueeze(1)
+        else:
+            vectors = torch.zeros(len(users), dim, device=users.device)
+        if self.use_history and len(pool_items):
+            total = torch.zeros_like(vectors).index_add(0, pool_rows, self.item_vectors(pool_items))
+            count = torch.bincount(pool_rows, minlength=len(users)).clamp(min=1)
+            vectors = vectors + total / count.unsqueeze(1).to(total.dtype)
         return F.normalize(vectors, dim=-1)
 
-    def _history_mean(self, users: torch.Tensor, leave_out: torch.Tensor | None) -> torch.Tensor:
-        starts = self.history_indptr[users]
-        lengths = self.history_indptr[users + 1] - starts
-        offsets = torch.cumsum(lengths, 0) - lengths
-        position = torch.arange(int(lengths.sum()), device=users.device)
-        rows = torch.repeat_interleave(torch.arange(len(users), device=users.device), lengths)
-        items = self.history_indices[starts[rows] + position - offsets[rows]]
-        if leave_out is not None:
-            keep = items != leave_out[rows]
-            rows, items = rows[keep], items[keep]
-        dim = self.item_embedding.embedding_dim
-        total = torch.zeros(len(users), dim, device=users.device).index_add(
-            0, rows, self.item_vectors(items)
-        )
-        count = torch.bincount(rows, minlength=len(users)).clamp(min=1)
-        return total / count.unsqueeze(1).to(total.dtype)
-
     @torch.no_grad()
-    def export(self, batch: int = 8192) -> tuple[np.ndarray, np.ndarray]:
-        """(user vectors, item vectors) for every user and video, as float32 numpy arrays."""
-        device = self.user_embedding.weight.device
-
-        def chunks(n: int, fn) -> np.ndarray:
-            parts = [
-                fn(torch.arange(s, min(s + batch, n), device=device)) for s in range(0, n, batch)
-            ]
-            return torch.cat(parts).cpu().numpy().astype(np.float32)
-
-        return chunks(self.n_users, self.user_vectors), chunks(self.n_items, self.item_vectors)
+    def export(self, history: Csr, batch: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+        """(user vectors over their whole train history, item vectors), float32 numpy."""
+        device = self.item_embedding.weight.device
+        parts = []
+        for start in range(0, self.n_users, batch):
+            stop = min(start + batch, self.n_users)
+            lo, hi = int(history.indptr[start]), int(history.indptr[stop])
+            rows = np.repeat(np.arange(stop - start), np.diff(history.indptr[start : stop + 1]))
+            parts.append(
+                self.user_vectors(
+                    torch.arange(start, stop, device=device),
+                    torch.as_tensor(rows, device=device),
+                    torch.as_tensor(history.indices[lo:hi], device=device),
+                )
+            )
+        users = torch.cat(parts) if parts else torch.zeros(0, self.item_embedding.embedding_dim)
+        return users.cpu().numpy().astype(np.float32), self.item_vectors().cpu().numpy()
 
 
 def embed_history(item_vectors: np.ndarray, items: list[int]) -> np.ndarray:

@@ -26,7 +26,7 @@ from trainer.evaluate import (
     random_scorer,
 )
 from trainer.report import report_tables
-from trainer.train import fit
+from trainer.train import select_and_fit
 from trainer.warehouse import ServingTables, Warehouse
 
 
@@ -89,9 +89,9 @@ def train_and_evaluate(
             flush=True,
         )
     started = time.perf_counter()
-    result = fit(data, cfg, progress=progress)
+    result = select_and_fit(data, cfg, progress=progress)
+    user_vectors, item_vectors = result.model.export(data.train)
     timings["train_seconds"] = time.perf_counter() - started
-    user_vectors, item_vectors = result.model.export()
     started = time.perf_counter()
     evaluations = evaluate_all(data, user_vectors, item_vectors, cfg)
     timings["evaluate_seconds"] = time.perf_counter() - started

@@ -19,12 +19,19 @@ import polars as pl
 BASE_URL = "https://www.dmm.co.jp/digital/videoa/-/detail/=/cid="
 
 
+# Reviews per user and per video of each shape: "longtail" is what DMM data looks like (far more
+# videos than reviews per video, most reviewers with a few reviews); "dense" is a MovieLens-like
+# set with heavy reviewers (1M reviews: ~5.9k users, ~3.4k videos, the heaviest with ~1k).
+SHAPES = {"longtail": (8.0, 4.0), "dense": (170.0, 290.0)}
+
+
 @dataclass(frozen=True)
 class SynthConfig:
     reviews: int = 50_000
     seed: int = 0
-    reviews_per_user: float = 8.0
-    reviews_per_video: float = 4.0
+    shape: str = "longtail"
+    reviews_per_user: float | None = None  # default: the shape's
+    reviews_per_video: float | None = None
     genres: int | None = None  # default: grows with the catalog
     dirt: float = 1.0  # multiplies every dirt rate; 0 writes a clean file
 
@@ -38,8 +45,11 @@ BAD_LINE_RATE = 0.001
 
 
 def _sizes(cfg: SynthConfig) -> tuple[int, int, int]:
-    users = max(20, int(cfg.reviews / cfg.reviews_per_user))
-    videos = max(20, int(cfg.reviews / cfg.reviews_per_video))
+    if cfg.shape not in SHAPES:
+        raise ValueError(f"unknown shape {cfg.shape!r}: one of {', '.join(SHAPES)}")
+    per_user, per_video = SHAPES[cfg.shape]
+    users = max(20, int(cfg.reviews / (cfg.reviews_per_user or per_user)))
+    videos = max(20, int(cfg.reviews / (cfg.reviews_per_video or per_video)))
     genres = cfg.genres or int(np.clip(videos // 500, 8, 64))
     return users, videos, genres
 

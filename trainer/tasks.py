@@ -1,51 +1,79 @@
 """Loss tasks, kept apart from the model so objectives can be compared on the same towers.
 
-softmax: sampled softmax over the batch's items plus a shared set of uniformly drawn videos
-(mixed negative sampling, Yang et al. 2020). In-batch negatives follow popularity, so each logit
-is corrected by subtracting log q(item), its sampling probability (Yi et al. 2019); uniform ones
-reach the tail, which in-batch negatives never do, so rarely-seen videos do not keep random
-vectors that crowd the top K. A row's own item elsewhere in the batch is masked, never a negative.
+softmax (the default): each target video's loss is -log of its share of exp(cosine /
+temperature) among itself and the negatives; the user's other train videos (pooled or target)
+are positives, so they are never among the negatives.
+  - full: every catalog video is a negative, when the catalog has at most `negatives` videos.
+  - sampled: for bigger catalogs, `negatives` draws from q (popularity-smoothed, see
+    sampling_distribution), once per batch and shared by its users. Each drawn video's logit is
+    corrected by the log of its probability of being drawn (log-Q correction, Yi et al. 2019),
+    so the sum estimates the full denominator. A step then costs the same for any catalog.
 
-bce: the brief's pointwise objective: label 1 for train positives, 0 for the SQL negative samples,
-on a learned affine map of the cosine.
+bce: the brief's pointwise objective: label 1 for the targets, 0 for the users' SQL negative
+samples, on a learned affine map of the cosine.
 """
 
 from __future__ import annotations
 
-import math
-
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trainer.batches import UserBatch
 from trainer.model import TwoTower
+
+
+def _user_vectors(model: TwoTower, batch: UserBatch, id_dropout: float) -> torch.Tensor:
+    keep = None
+    if id_dropout > 0 and model.use_history and model.user_embedding.num_embeddings:
+        keep = (torch.rand(len(batch.users), device=batch.users.device) >= id_dropout).float()
+    return model.user_vectors(batch.users, batch.input_rows, batch.input_items, keep)
+
+
+def sampling_distribution(item_counts: np.ndarray, power: float) -> torch.Tensor:
+    """q(video) for the sampled softmax: (train count + 1) ** power, normalised. Popular videos
+    are the negatives that crowd a top 10, so they are drawn more often; +1 keeps every video
+    reachable; the log-Q correction removes the bias this sampling adds."""
+    weights = (item_counts.astype(np.float64) + 1.0) ** power
+    return torch.as_tensor(weights / weights.sum(), dtype=torch.float32)
 
 
 def softmax_loss(
     model: TwoTower,
-    users: torch.Tensor,
-    items: torch.Tensor,
-    weights: torch.Tensor | None,
-    log_q: torch.Tensor | None,
+    batch: UserBatch,
     temperature: float,
-    uniform: torch.Tensor | None = None,
+    negatives: int,
+    generator: torch.Generator,
+    q: torch.Tensor | None = None,
+    logq_correction: bool = True,
     id_dropout: float = 0.0,
 ) -> torch.Tensor:
-    user_vec = model.user_vectors(users, leave_out=items, id_dropout=id_dropout)
-    logits = user_vec @ model.item_vectors(items).T / temperature
-    if log_q is not None:
-        logits = logits - log_q[items].unsqueeze(0)
-    same_item = items.unsqueeze(0) == items.unsqueeze(1)
-    eye = torch.eye(len(items), dtype=torch.bool, device=items.device)
-    logits = logits.masked_fill(same_item & ~eye, float("-inf"))
-    if uniform is not None and len(uniform):
-        extra = user_vec @ model.item_vectors(uniform).T / temperature
-        if log_q is not None:  # each uniform draw has probability len(uniform) / n_items
-            extra = extra - math.log(len(uniform) / model.n_items)
-        extra = extra.masked_fill(uniform.unsqueeze(0) == items.unsqueeze(1), float("-inf"))
-        logits = torch.cat([logits, extra], dim=1)
-    target = torch.arange(len(items), device=items.device)
-    return _weighted_mean(F.cross_entropy(logits, target, reduction="none"), weights)
+    user_vec = _user_vectors(model, batch, id_dropout)
+    rows, targets = batch.target_rows, batch.target_items
+    # Every train video of the user (pooled or target) is a positive, never a negative.
+    own_rows = torch.cat([batch.input_rows, rows])
+    own_items = torch.cat([batch.input_items, targets])
+    if model.n_items <= negatives or q is None:
+        logits = user_vec @ model.item_vectors().T / temperature
+        positive = logits[rows, targets]
+        logits = logits.index_put((own_rows, own_items), logits.new_tensor(-torch.inf))
+        denominator = torch.logsumexp(logits, dim=1)[rows]
+    else:
+        drawn = torch.multinomial(q, negatives, replacement=True, generator=generator).unique()
+        drawn = drawn.to(user_vec.device)
+        sampled = user_vec @ model.item_vectors(drawn).T / temperature
+        if logq_correction:  # log P(video is among the unique draws)
+            q_drawn = q.to(user_vec.device)[drawn]
+            sampled = sampled - torch.log(-torch.expm1(negatives * torch.log1p(-q_drawn)))
+        slot = torch.full((model.n_items,), -1, dtype=torch.long, device=drawn.device)
+        slot[drawn] = torch.arange(len(drawn), device=drawn.device)
+        hit = slot[own_items] >= 0
+        sampled = sampled.index_put((own_rows[hit], slot[own_items[hit]]), torch.tensor(-torch.inf))
+        positive = (user_vec[rows] * model.item_vectors(targets)).sum(-1) / temperature
+        denominator = torch.logsumexp(sampled, dim=1)[rows]
+    per_target = torch.logaddexp(denominator, positive) - positive
+    return _weighted_mean(per_target, batch.target_weights)
 
 
 class PointwiseHead(nn.Module):
@@ -61,22 +89,24 @@ class PointwiseHead(nn.Module):
 
 
 def bce_loss(
-    model: TwoTower,
-    head: PointwiseHead,
-    users: torch.Tensor,
-    items: torch.Tensor,
-    labels: torch.Tensor,
-    weights: torch.Tensor | None,
+    model: TwoTower, head: PointwiseHead, batch: UserBatch, id_dropout: float = 0.0
 ) -> torch.Tensor:
-    # Positives are in the user's history and are left out of it; negatives never are.
-    leave_out = torch.where(labels > 0, items, torch.full_like(items, -1))
-    user_vec = model.user_vectors(users, leave_out=leave_out)
-    cosine = (user_vec * model.item_vectors(items)).sum(-1)
+    user_vec = _user_vectors(model, batch, id_dropout)
+    assert batch.negatives is not None and batch.negative_rows is not None
+    rows = torch.cat([batch.target_rows, batch.negative_rows])
+    items = torch.cat([batch.target_items, batch.negatives])
+    labels = torch.cat(
+        [
+            torch.ones_like(batch.target_weights),
+            torch.zeros(len(batch.negatives), device=rows.device),
+        ]
+    )
+    weights = torch.cat([batch.target_weights, torch.ones_like(labels[len(batch.target_rows) :])])
+    cosine = (user_vec[rows] * model.item_vectors(items)).sum(-1)
     loss = F.binary_cross_entropy_with_logits(head(cosine), labels, reduction="none")
     return _weighted_mean(loss, weights)
 
 
-def _weighted_mean(loss: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
-    if weights is None:
-        return loss.mean()
-    return (loss * weights).sum() / weights.sum()
+def _weighted_mean(loss: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    total = weights.sum()
+    return (loss * weights).sum() / total if float(total) > 0 else loss.sum() * 0.0

@@ -1,4 +1,11 @@
-"""The training loop: shuffle, batch, step, validate each epoch, stop early, keep the best."""
+"""The training loop: user-batched epochs, early stopping on the tune slice, then a refit.
+
+`select_and_fit` is what `python -m trainer` runs:
+  1. selection: fit on train without the tune slice, score the tune slice after each epoch,
+     stop after `patience` epochs without a better tune NDCG@10, note the best epoch;
+  2. refit: a fresh model on all of train for that many epochs, with no evaluation at all.
+The valid split is in neither: it only reports and gates, after this returns.
+"""
 
 from __future__ import annotations
 
@@ -6,25 +13,27 @@ import copy
 import math
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from trainer.batches import user_batches
 from trainer.config import TrainConfig
-from trainer.data import Dataset
+from trainer.data import Csr, Dataset
 from trainer.evaluate import embedding_scorer, eval_users, evaluate
 from trainer.model import TwoTower
-from trainer.tasks import PointwiseHead, bce_loss, softmax_loss
+from trainer.tasks import PointwiseHead, bce_loss, sampling_distribution, softmax_loss
 
 
 @dataclass
 class FitResult:
     model: TwoTower
-    epochs: list[dict] = field(default_factory=list)
+    epochs: list[dict] = field(default_factory=list)  # selection's, with tune metrics
     best_epoch: int = 0
     seconds_per_epoch: list[float] = field(default_factory=list)
+    refit_seconds: float = 0.0
 
 
 def seed_everything(seed: int) -> None:
@@ -39,86 +48,88 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _examples(data: Dataset, cfg: TrainConfig) -> dict[str, torch.Tensor]:
-    """Training rows as tensors: positives (and for bce the SQL negatives, label 0)."""
-    users, items = data.train_users, data.train_items
-    weights = data.train_weights if cfg.star_weighting else np.ones(len(users), np.float32)
-    labels = np.ones(len(users), np.float32)
-    if cfg.objective == "bce" and data.negatives is not None:
-        neg_users, neg_items = data.negatives
-        users = np.concatenate([users, neg_users])
-        items = np.concatenate([items, neg_items])
-        weights = np.concatenate([weights, np.ones(len(neg_users), np.float32)])
-        labels = np.concatenate([labels, np.zeros(len(neg_users), np.float32)])
-    return {
-        "users": torch.as_tensor(users),
-        "items": torch.as_tensor(items),
-        "weights": torch.as_tensor(weights),
-        "labels": torch.as_tensor(labels),
-    }
+def select_and_fit(data: Dataset, cfg: TrainConfig, progress: bool = True) -> FitResult:
+    """Choose the epoch count on the tune slice, then refit on all of train (module doc)."""
+    selection = fit(data.selection_view(), cfg, progress)
+    if not cfg.refit:
+        return selection
+    started = time.perf_counter()
+    epochs = max(selection.best_epoch, 1)
+    final = fit(data.without_valid(), replace(cfg, epochs=epochs), progress, select=False)
+    selection.model = final.model
+    selection.refit_seconds = time.perf_counter() - started
+    if progress:
+        print(f"refit on all of train: {epochs} epochs ({selection.refit_seconds:.1f}s)")
+    return selection
 
 
-def fit(data: Dataset, cfg: TrainConfig, progress: bool = True) -> FitResult:
-    """Train on data.train, validate on data.valid each epoch; return the best model by NDCG@10."""
+def _optimizers(model: TwoTower, head: PointwiseHead | None, lr: float) -> list:
+    sparse = [
+        p for m in (model.user_embedding, model.item_embedding) if m.sparse for p in m.parameters()
+    ]
+    dense = [
+        p
+        for m in (model.user_embedding, model.item_embedding)
+        if not m.sparse
+        for p in m.parameters()
+    ]
+    dense += list(head.parameters()) if head is not None else []
+    optimizers: list = [torch.optim.SparseAdam(sparse, lr=lr)]
+    if dense:
+        optimizers.append(torch.optim.Adam(dense, lr=lr))
+    return optimizers
+
+
+def fit(data: Dataset, cfg: TrainConfig, progress: bool = True, select: bool = True) -> FitResult:
+    """Train on data.train for up to cfg.epochs. With `select`, score data.valid (for
+    select_and_fit: the tune slice) after each epoch, stop early and keep the best epoch."""
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
+    sampled = data.n_items > cfg.negatives
     model = TwoTower(
-        data.n_users, data.n_items, cfg.embedding_dim, data.train if cfg.history_pooling else None
+        data.n_users, data.n_items, cfg.embedding_dim, cfg.history_pooling, cfg.user_ids, sampled
     ).to(device)
-    head = PointwiseHead().to(device)
-    # Embeddings get sparse gradients (only the rows a batch touched): SparseAdam updates just
-    # those rows, so a step costs the same whatever the catalog size.
-    optimizers = [torch.optim.SparseAdam(list(model.parameters()), lr=cfg.lr)]
-    if cfg.objective == "bce":
-        optimizers.append(torch.optim.Adam(head.parameters(), lr=cfg.lr))
-    rows = {name: tensor.to(device) for name, tensor in _examples(data, cfg).items()}
-    counts = torch.as_tensor(data.item_counts(), dtype=torch.float32, device=device)
-    log_q = torch.log(counts / counts.sum()) if cfg.logq_correction else None
+    if cfg.init == "svd":
+        spectral_init(model, data.train, cfg.seed)
+    head = PointwiseHead().to(device) if cfg.objective == "bce" else None
+    optimizers = _optimizers(model, head, cfg.lr)
+    weights = (
+        data.train_weights if cfg.star_weighting else np.ones(len(data.train_items), np.float32)
+    )
+    negatives = None
+    if cfg.objective == "bce" and data.negatives is not None:
+        negatives = Csr.from_pairs(*data.negatives, data.n_users)
+    q = sampling_distribution(data.item_counts(), cfg.negative_power) if sampled else None
+    rng = np.random.default_rng(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
-    valid_users = eval_users(data, cfg.eval_users, cfg.seed)
+    tune_users = eval_users(data, min(cfg.eval_users, _eval_budget(cfg, data)), cfg.seed)
 
     result = FitResult(model)
-    best_score, best_state, stale = -math.inf, copy.deepcopy(model.state_dict()), 0
-    n_rows = len(rows["users"])
-    steps = math.ceil(n_rows / cfg.batch_size)
+    best_score, best_state, stale = -math.inf, None, 0
+    steps = math.ceil(data.n_users / cfg.batch_size)
     for epoch in range(1, cfg.epochs + 1):
         started = time.perf_counter()
         model.train()
-        order = torch.randperm(n_rows, generator=generator).to(device)
         total = 0.0
+        batches = user_batches(
+            data.train, weights, cfg.batch_size, cfg.holdout, rng, device, negatives
+        )
         bar = tqdm(
-            range(steps),
+            batches,
+            total=steps,
             desc=f"epoch {epoch}/{cfg.epochs}",
             disable=None if progress else True,
             leave=False,
             unit="batch",
         )
-        for step in bar:
-            idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-            weights = rows["weights"][idx] if cfg.star_weighting else None
-            if cfg.objective == "softmax":
-                uniform = torch.randint(
-                    data.n_items, (min(cfg.uniform_negatives, data.n_items),), generator=generator
-                ).to(device)
+        for step, batch in enumerate(bar):
+            if head is None:
                 loss = softmax_loss(
-                    model,
-                    rows["users"][idx],
-                    rows["items"][idx],
-                    weights,
-                    log_q,
-                    cfg.temperature,
-                    uniform,
-                    cfg.id_dropout,
-                )
+                    model, batch, cfg.temperature, cfg.negatives, generator, q,
+                    cfg.logq_correction, cfg.id_dropout,
+                )  # fmt: skip
             else:
-                loss = bce_loss(
-                    model,
-                    head,
-                    rows["users"][idx],
-                    rows["items"][idx],
-                    rows["labels"][idx],
-                    weights,
-                )
+                loss = bce_loss(model, head, batch, cfg.id_dropout)
             for optimizer in optimizers:
                 optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -128,37 +139,77 @@ def fit(data: Dataset, cfg: TrainConfig, progress: bool = True) -> FitResult:
             if step % 20 == 0:
                 bar.set_postfix(loss=f"{total / (step + 1):.4f}")
         result.seconds_per_epoch.append(time.perf_counter() - started)
-        model.eval()
-        users_vec, items_vec = model.export()
-        metrics = evaluate(embedding_scorer(users_vec, items_vec), data, (10,), valid_users).metrics
-        record = {
-            "epoch": epoch,
-            "loss": total / steps,
-            "recall@10": metrics["recall@10"],
-            "ndcg@10": metrics["ndcg@10"],
-            "seconds": result.seconds_per_epoch[-1],
-        }
+        record = {"epoch": epoch, "loss": total / steps, "seconds": result.seconds_per_epoch[-1]}
+        if select:
+            model.eval()
+            users_vec, items_vec = model.export(data.train)
+            scorer = embedding_scorer(users_vec, items_vec)
+            metrics = evaluate(scorer, data, (10,), tune_users, intervals=False).metrics
+            record.update(
+                {"tune recall@10": metrics["recall@10"], "tune ndcg@10": metrics["ndcg@10"]}
+            )
         result.epochs.append(record)
         if progress:
+            tuned = ""
+            if select:
+                tuned = (
+                    f"  tune recall@10 {record['tune recall@10']:.4f}"
+                    f"  ndcg@10 {record['tune ndcg@10']:.4f}"
+                )
             print(
-                f"epoch {epoch:>3}  loss {record['loss']:.4f}  valid recall@10 "
-                f"{record['recall@10']:.4f}  ndcg@10 {record['ndcg@10']:.4f}  "
-                f"({record['seconds']:.1f}s)",
+                f"epoch {epoch:>3}  loss {record['loss']:.4f}{tuned}  ({record['seconds']:.1f}s)",
                 flush=True,
             )
-        if metrics["ndcg@10"] > best_score:
-            best_score, best_state, stale = metrics["ndcg@10"], copy.deepcopy(model.state_dict()), 0
+        if not select:
+            result.best_epoch = epoch
+            continue
+        if record["tune ndcg@10"] > best_score:
+            best_score, best_state, stale = (
+                record["tune ndcg@10"],
+                copy.deepcopy(model.state_dict()),
+                0,
+            )
             result.best_epoch = epoch
         else:
             stale += 1
             if stale >= cfg.patience:
                 if progress:
                     print(
-                        f"early stop: no better valid ndcg@10 for {cfg.patience} epochs; "
-                        f"keeping epoch {result.best_epoch}",
+                        f"early stop: no better tune ndcg@10 for {cfg.patience} epochs; "
+                        f"best was epoch {result.best_epoch}",
                         flush=True,
                     )
                 break
-    model.load_state_dict(best_state)
+    if best_state is not None:
+        model.load_state_dict(best_state)
     result.model = model.cpu().eval()
     return result
+
+
+def _eval_budget(cfg: TrainConfig, data: Dataset) -> int:
+    """Users scored per selection epoch: full ranking costs users x videos, so big catalogs
+    score fewer users (at least 500) to keep an epoch's check cheaper than the epoch."""
+    return max(500, cfg.eval_scores // max(data.n_items, 1))
+
+
+@torch.no_grad()
+def spectral_init(model: TwoTower, train: Csr, seed: int) -> None:
+    """Start the item table from the top right singular vectors of the user x video matrix,
+    its columns scaled by popularity^-1/2 so popular videos do not take every direction: a
+    closed-form answer to which videos go together, which the softmax then refines in a few
+    epochs instead of twenty from noise. An ID embedding (if any) starts at zero."""
+    n_users, n_items, dim = model.n_users, model.n_items, model.item_embedding.embedding_dim
+    rows = torch.as_tensor(np.repeat(np.arange(n_users), train.lengths()))
+    cols = torch.as_tensor(train.indices)
+    counts = torch.bincount(cols, minlength=n_items).clamp(min=1).float()
+    x = torch.sparse_coo_tensor(
+        torch.stack([rows, cols]), counts[cols] ** -0.5, (n_users, n_items), check_invariants=True
+    )
+    torch.manual_seed(seed)
+    rank = min(dim, n_users, n_items)
+    _, s, v = torch.svd_lowrank(x.coalesce(), q=rank, niter=2)
+    init = torch.zeros(n_items, dim)
+    init[:, :rank] = v * s.sqrt()
+    init = init / init.norm(dim=1, keepdim=True).clamp(min=1e-6)
+    model.item_embedding.weight.copy_(init.to(model.item_embedding.weight.device))
+    model.user_embedding.weight.zero_()
