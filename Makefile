@@ -8,7 +8,8 @@ DBT := $(BIN)/dbt --no-use-colors
 DBT_ARGS := --project-dir dbt_project --profiles-dir .
 DEMO_REVIEWS ?= 50000
 BENCH_REVIEWS ?= 1000000
-QUALITY_CSV ?= data/reviews.csv
+QUALITY_CSV ?=
+QUALITY_SYNTH ?= --synth longtail:100000 --synth dense:300000
 
 .PHONY: install demo build test lint bench bench-quality clean
 
@@ -43,11 +44,14 @@ lint: install
 test: lint
 	$(BIN)/pytest -q
 
-## Timings and peak memory for load, dbt build, training and write-back at 1M reviews.
+## The two-tower beside EASE, ALS and BPR, every choice made on the tune slice.
 bench-quality: install
-	$(BIN)/python -m benchmarks.quality $(QUALITY_CSV)
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python -m benchmarks.quality $(QUALITY_CSV) $(QUALITY_SYNTH)
 
+## Timings and peak memory for load, dbt build, training and write-back at 1M reviews, both shapes.
 bench: install
+	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m benchmarks.pipeline --reviews $(BENCH_REVIEWS)
 
 clean:

@@ -24,6 +24,7 @@ class Fitted:
     warm: Scorer
     cold: Callable[[Csr], Scorer]  # likes of the cold users -> scorer over those users
     train_seconds: float
+    note: str = ""  # how it was chosen (the two-tower: its tune figure and epoch)
 
 
 def interaction_matrix(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int):

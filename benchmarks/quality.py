@@ -124,7 +124,9 @@ def two_tower(warm: Dataset, seed: int, overrides: dict | None = None) -> Fitted
         ])  # fmt: skip
         return embedding_scorer(vectors, items)
 
-    return Fitted(embedding_scorer(users, items), cold, seconds)
+    best = max(e["tune ndcg@10"] for e in result.epochs) if result.epochs else 0.0
+    note = f"tune ndcg@10 {best:.4f} at epoch {result.best_epoch}"
+    return Fitted(embedding_scorer(users, items), cold, seconds, note)
 
 
 def popularity(warm: Dataset) -> Fitted:
@@ -189,8 +191,9 @@ def run(
         w = evaluate(fitted.warm, warm, (10,), intervals=False).metrics
         c = evaluate(fitted.cold(cold.train), cold, (10,), intervals=False).metrics
         figures[name] = {**w, "cold recall@10": c["recall@10"], "train s": fitted.train_seconds}
+        chosen = f"{params}; {fitted.note}" if fitted.note else params
         rows.append([name, w["recall@10"], w["ndcg@10"], w["map@10"], w["coverage@10"],
-                     c["recall@10"], fitted.train_seconds, params])  # fmt: skip
+                     c["recall@10"], fitted.train_seconds, chosen])  # fmt: skip
     header = (
         f"{csv.name}: {warm.n_users:,} warm users, {warm.n_items:,} videos, "
         f"{len(warm.train_users):,} train positives; {len(cold.user_ids):,} cold users "

@@ -77,3 +77,21 @@ def test_hit_matrix_marks_only_valid_items() -> None:
     valid = Csr.from_pairs(np.array([0, 0, 1]), np.array([2, 4, 1]), 2)
     hits = hit_matrix(np.array([[4, 1], [1, 2]]), np.array([0, 1]), valid, 5)
     assert hits.tolist() == [[True, False], [True, False]]
+
+
+def test_popularity_top_k_without_a_score_matrix_matches_full_scoring() -> None:
+    rng = np.random.default_rng(0)
+    users, items = rng.integers(0, 40, 600), rng.zipf(1.5, 600) % 90
+    train = Csr.from_pairs(users, items, 40)
+    data = tiny_dataset()
+    data = type(data)(**{**data.__dict__, "train_users": users, "train_items": items,
+                         "train": train, "video_ids": [f"v{i}" for i in range(90)],
+                         "user_ids": [f"u{i}" for i in range(40)]})  # fmt: skip
+    scorer = popularity_scorer(data)
+    chunk = np.arange(40)
+    fast = top_k(scorer, chunk, train, 10, 90)
+    full = top_k(lambda c: scorer(c), chunk, train, 10, 90)  # the same scores, no `order`
+    counts = data.item_counts()
+    assert np.array_equal(counts[fast], counts[full])  # the same ranking up to ties
+    for u in chunk:  # and never a train positive
+        assert not set(fast[u]) & set(train.indices[train.indptr[u] : train.indptr[u + 1]])

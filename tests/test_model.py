@@ -96,7 +96,9 @@ def test_sampled_softmax_with_logq_estimates_the_full_one() -> None:
 
 def test_training_is_deterministic_for_a_seed() -> None:
     data = tiny_dataset()
-    cfg = TrainConfig(embedding_dim=8, epochs=3, batch_size=1, negatives=2, seed=5)
+    cfg = TrainConfig(
+        embedding_dim=8, epochs=3, batch_size=1, full_softmax_items=2, negatives=2, seed=5
+    )
     a = fit(data, cfg, progress=False).model.export(data.train)
     b = fit(data, cfg, progress=False).model.export(data.train)
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])

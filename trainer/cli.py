@@ -117,11 +117,17 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, default=DEFAULTS.temperature)
     p.add_argument("--no-logq", dest="logq_correction", action="store_false")
     p.add_argument(
+        "--full-softmax-items",
+        type=int,
+        default=DEFAULTS.full_softmax_items,
+        help="catalogs up to this many videos: every video is a negative",
+    )
+    p.add_argument(
         "--negatives",
         "--uniform-negatives",
         type=int,
         default=DEFAULTS.negatives,
-        help="full softmax up to this many videos; above, this many sampled per step",
+        help="bigger catalogs: this many negatives sampled per step",
     )
     p.add_argument(
         "--holdout",

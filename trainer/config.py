@@ -20,7 +20,8 @@ class TrainConfig:
     objective: Objective = "softmax"
     temperature: float = 0.15
     logq_correction: bool = True
-    negatives: int = 4096  # catalogs up to this size get the full softmax; bigger ones sample
+    full_softmax_items: int = 4096  # catalogs up to this size: every video is a negative
+    negatives: int = 1024  # bigger catalogs: this many sampled negatives per step
     negative_power: float = 0.75  # sampled negatives ~ (train count + 1) ** power
     holdout: float = 0.5  # per epoch, share of a user's positives predicted from the rest
     star_weighting: bool = False  # scale each positive's loss by stars / 5 (the brief's variant)

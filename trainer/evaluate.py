@@ -65,6 +65,9 @@ def top_k(
 ) -> np.ndarray:
     """Indices of the k best videos per user, the user's train positives excluded. Users are
     scored in chunks of at most `batch`, fewer for big catalogs, so memory stays bounded."""
+    order = getattr(scorer, "order", None)
+    if order is not None:
+        return _top_k_of_one_ranking(order, users, train, k)
     batch = max(1, min(batch, SCORES_PER_CHUNK // max(n_items, 1)))
     out = []
     for start in range(0, len(users), batch):
@@ -75,6 +78,25 @@ def top_k(
         cols = np.concatenate([train.indices[train.indptr[u] : train.indptr[u + 1]] for u in chunk])
         scores[torch.as_tensor(rows), torch.as_tensor(cols, dtype=torch.long)] = float("-inf")
         out.append(torch.topk(scores, min(k, scores.shape[1]), dim=1).indices.numpy())
+    return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)
+
+
+def _top_k_of_one_ranking(order: np.ndarray, users: np.ndarray, train: Csr, k: int) -> np.ndarray:
+    """top_k for a scorer that ranks every user the same way (popularity): per user, the first
+    k videos of `order` outside their train positives. No users x videos score matrix."""
+    n_items = len(order)
+    out = []
+    for start in range(0, len(users), 1024):
+        chunk = users[start : start + 1024]
+        longest = int((train.indptr[chunk + 1] - train.indptr[chunk]).max(initial=0))
+        candidates = order[: min(n_items, k + longest)]
+        rows = np.repeat(chunk, train.indptr[chunk + 1] - train.indptr[chunk]).astype(np.int64)
+        owned = np.sort(rows * n_items + np.concatenate(
+            [train.indices[train.indptr[u] : train.indptr[u + 1]] for u in chunk] or [[]]
+        ).astype(np.int64))  # fmt: skip
+        member = np.isin(chunk[:, None] * n_items + candidates[None, :], owned)
+        first = np.argsort(member, axis=1, kind="stable")[:, : min(k, len(candidates))]
+        out.append(candidates[first])
     return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)
 
 
@@ -218,9 +240,21 @@ def embedding_scorer(user_vectors: np.ndarray, item_vectors: np.ndarray) -> Scor
     return lambda chunk: users[torch.as_tensor(chunk)] @ items.T
 
 
+class PopularityScorer:
+    """Train counts as every user's scores; `order` (most reviewed first, ties by index) lets
+    top_k rank without a users x videos matrix."""
+
+    def __init__(self, data: Dataset) -> None:
+        counts = data.item_counts()
+        self.counts = torch.as_tensor(counts, dtype=torch.float32)
+        self.order = np.lexsort((np.arange(len(counts)), -counts))
+
+    def __call__(self, chunk: np.ndarray) -> torch.Tensor:
+        return self.counts.expand(len(chunk), -1)
+
+
 def popularity_scorer(data: Dataset) -> Scorer:
-    counts = torch.as_tensor(data.item_counts(), dtype=torch.float32)
-    return lambda chunk: counts.expand(len(chunk), -1)
+    return PopularityScorer(data)
 
 
 def random_scorer(data: Dataset, seed: int) -> Scorer:

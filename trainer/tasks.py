@@ -3,7 +3,7 @@
 softmax (the default): each target video's loss is -log of its share of exp(cosine /
 temperature) among itself and the negatives; the user's other train videos (pooled or target)
 are positives, so they are never among the negatives.
-  - full: every catalog video is a negative, when the catalog has at most `negatives` videos.
+  - full (no q given): every catalog video is a negative; for catalogs that fit a step.
   - sampled: for bigger catalogs, `negatives` draws from q (popularity-smoothed, see
     sampling_distribution), once per batch and shared by its users. Each drawn video's logit is
     corrected by the log of its probability of being drawn (log-Q correction, Yi et al. 2019),
@@ -54,7 +54,7 @@ def softmax_loss(
     # Every train video of the user (pooled or target) is a positive, never a negative.
     own_rows = torch.cat([batch.input_rows, rows])
     own_items = torch.cat([batch.input_items, targets])
-    if model.n_items <= negatives or q is None:
+    if q is None:
         logits = user_vec @ model.item_vectors().T / temperature
         positive = logits[rows, targets]
         logits = logits.index_put((own_rows, own_items), logits.new_tensor(-torch.inf))

@@ -85,7 +85,7 @@ def fit(data: Dataset, cfg: TrainConfig, progress: bool = True, select: bool = T
     select_and_fit: the tune slice) after each epoch, stop early and keep the best epoch."""
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
-    sampled = data.n_items > cfg.negatives
+    sampled = data.n_items > cfg.full_softmax_items
     model = TwoTower(
         data.n_users, data.n_items, cfg.embedding_dim, cfg.history_pooling, cfg.user_ids, sampled
     ).to(device)
@@ -125,7 +125,7 @@ def fit(data: Dataset, cfg: TrainConfig, progress: bool = True, select: bool = T
         for step, batch in enumerate(bar):
             if head is None:
                 loss = softmax_loss(
-                    model, batch, cfg.temperature, cfg.negatives, generator, q,
+                    model, batch, cfg.temperature, cfg.negatives if sampled else 0, generator, q,
                     cfg.logq_correction, cfg.id_dropout,
                 )  # fmt: skip
             else:

@@ -5,7 +5,7 @@ with
 tune_in_valid as (
     select
         user_id,
-        video_id,
+        cast(video_id as varchar) as video_id,
         'tune row in valid' as problem
     from {{ ref('interaction_splits') }}
     where tune and split = 'valid'
@@ -23,7 +23,7 @@ per_user as (
 tune_without_fit as (
     select
         user_id,
-        null as video_id,
+        cast(null as varchar) as video_id,
         'tuned user without fit rows' as problem
     from per_user
     where tune_rows > 0 and fit_rows = 0
