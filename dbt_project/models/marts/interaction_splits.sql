@@ -22,51 +22,28 @@ ranked as (
     select
         user_id,
         video_id,
-        row_number() over (
-            partition by user_id
-            order by
-                md5(
-                    '{{ var("split_seed") }}|' || user_id || '|' || cast(video_id as varchar)
-                ),
-                cast(video_id as varchar)
-        ) as draw_rank,
+        {{ holdout_draw_rank(var('split_seed')) }} as draw_rank,
         count(*) over (partition by user_id) as user_positives
     from positives
-),
-
-valid_quota as (
-    select
-        *,
-        case
-            when user_positives < 2 then 0
-            else least(
-                user_positives - 1,
-                greatest(1, floor(user_positives * {{ var('valid_fraction') }} + 0.5))
-            )
-        end as valid_items
-    from ranked
 ),
 
 splits as (
     select
         user_id,
         video_id,
-        case when draw_rank <= valid_items then 'valid' else 'train' end as split
-    from valid_quota
+        case
+            when draw_rank <= {{ holdout_count('user_positives', var('valid_fraction')) }}
+                then 'valid'
+            else 'train'
+        end as split
+    from ranked
 ),
 
 train_ranked as (
     select
         user_id,
         video_id,
-        row_number() over (
-            partition by user_id
-            order by
-                md5(
-                    '{{ var("tune_seed") }}|' || user_id || '|' || cast(video_id as varchar)
-                ),
-                cast(video_id as varchar)
-        ) as draw_rank,
+        {{ holdout_draw_rank(var('tune_seed')) }} as draw_rank,
         count(*) over (partition by user_id) as user_train
     from splits
     where split = 'train'
@@ -77,12 +54,7 @@ tune_slice as (
         user_id,
         video_id
     from train_ranked
-    where
-        user_train >= 2
-        and draw_rank <= least(
-            user_train - 1,
-            greatest(1, floor(user_train * {{ var('tune_fraction') }} + 0.5))
-        )
+    where draw_rank <= {{ holdout_count('user_train', var('tune_fraction')) }}
 ),
 
 final as (
