@@ -126,3 +126,24 @@ def test_row_order_of_the_split_table_does_not_change_the_dataset() -> None:
     assert np.array_equal(one.train_items, other.train_items)
     assert np.array_equal(one.train_tune, other.train_tune)
     assert one.fingerprint == other.fingerprint
+
+
+def test_bce_scores_targets_as_ones_and_the_sql_negatives_as_zeros() -> None:
+    from trainer.tasks import PointwiseHead, bce_loss
+
+    model, head = TwoTower(2, 6, 4), PointwiseHead()
+    train = Csr.from_pairs(np.array([0, 0, 1, 1]), np.array([0, 1, 2, 3]), 2)
+    negatives = Csr.from_pairs(np.array([0, 1]), np.array([4, 5]), 2)
+    batch = next(
+        user_batches(train, np.ones(4, np.float32), 2, 0.5, np.random.default_rng(3),
+                     torch.device("cpu"), negatives)
+    )  # fmt: skip
+    assert sorted(batch.negatives.tolist()) == [4, 5]
+    loss = bce_loss(model, head, batch)
+    loss.backward()
+    assert float(loss.detach()) > 0
+    grad = model.item_embedding.weight.grad
+    pooled_users = set(batch.users[batch.input_rows].tolist())
+    pushed = [v for u, v in ((0, 4), (1, 5)) if u in pooled_users]
+    assert pushed  # a user with a pooled history: its negative is pushed away
+    assert all(grad[v].abs().sum() > 0 for v in pushed)

@@ -69,7 +69,9 @@ def softmax_loss(
         slot = torch.full((model.n_items,), -1, dtype=torch.long, device=drawn.device)
         slot[drawn] = torch.arange(len(drawn), device=drawn.device)
         hit = slot[own_items] >= 0
-        sampled = sampled.index_put((own_rows[hit], slot[own_items[hit]]), torch.tensor(-torch.inf))
+        sampled = sampled.index_put(
+            (own_rows[hit], slot[own_items[hit]]), sampled.new_tensor(-torch.inf)
+        )
         positive = (user_vec[rows] * model.item_vectors(targets)).sum(-1) / temperature
         denominator = torch.logsumexp(sampled, dim=1)[rows]
     per_target = torch.logaddexp(denominator, positive) - positive
@@ -95,13 +97,9 @@ def bce_loss(
     assert batch.negatives is not None and batch.negative_rows is not None
     rows = torch.cat([batch.target_rows, batch.negative_rows])
     items = torch.cat([batch.target_items, batch.negatives])
-    labels = torch.cat(
-        [
-            torch.ones_like(batch.target_weights),
-            torch.zeros(len(batch.negatives), device=rows.device),
-        ]
-    )
-    weights = torch.cat([batch.target_weights, torch.ones_like(labels[len(batch.target_rows) :])])
+    ones = torch.ones(len(batch.negatives), device=rows.device)
+    labels = torch.cat([torch.ones_like(batch.target_weights), torch.zeros_like(ones)])
+    weights = torch.cat([batch.target_weights, ones])
     cosine = (user_vec[rows] * model.item_vectors(items)).sum(-1)
     loss = F.binary_cross_entropy_with_logits(head(cosine), labels, reduction="none")
     return _weighted_mean(loss, weights)
