@@ -35,7 +35,7 @@ from trainer.data import SPLITS_SQL, Csr, Dataset, build_dataset
 from trainer.dbt import run_dbt
 from trainer.evaluate import embedding_scorer, evaluate, popularity_scorer
 from trainer.load import load_reviews
-from trainer.model import embed_history
+from trainer.model import fold_in
 from trainer.profiles import Target
 from trainer.report import table
 from trainer.synth import SynthConfig, write_synthetic_csv
@@ -118,7 +118,7 @@ def two_tower(warm: Dataset, seed: int, overrides: dict | None = None) -> Fitted
 
     def cold(likes: Csr) -> object:
         vectors = np.vstack([
-            embed_history(items, likes.indices[likes.indptr[u]:likes.indptr[u + 1]].tolist())
+            fold_in(items, likes.indices[likes.indptr[u]:likes.indptr[u + 1]].tolist())
             if likes.indptr[u + 1] > likes.indptr[u] else np.zeros(items.shape[1], np.float32)
             for u in range(len(likes.indptr) - 1)
         ])  # fmt: skip

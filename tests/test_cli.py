@@ -131,3 +131,10 @@ def test_no_positives_is_a_clear_error_and_writes_nothing(
     assert main(["train", *FAST, *outputs(tmp_path)]) == 2
     assert "no positives left" in capsys.readouterr().err
     assert not (tmp_path / "m").exists() and not (tmp_path / "video_embeddings.parquet").exists()
+
+
+def test_an_embedding_dim_without_room_for_bias_and_norm_is_a_clear_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["train", "--embedding-dim", "2"]) == 2
+    assert "--embedding-dim must be at least 3" in capsys.readouterr().err

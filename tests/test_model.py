@@ -9,7 +9,7 @@ from tests.test_evaluate import tiny_dataset
 from trainer.batches import user_batches
 from trainer.config import TrainConfig
 from trainer.data import Csr
-from trainer.model import TwoTower, embed_history
+from trainer.model import TwoTower, fold_in, publish_layout
 from trainer.tasks import sampling_distribution, softmax_loss
 from trainer.train import fit
 
@@ -22,13 +22,52 @@ def test_the_user_tower_is_the_normalised_mean_of_the_pooled_videos() -> None:
             torch.tensor([0, 1]), torch.tensor([0, 0, 1]), torch.tensor([0, 2, 1])
         )
     expected = torch.nn.functional.normalize((items[0] + items[2]) / 2, dim=-1)
-    assert torch.allclose(got[0], expected, atol=1e-6)
-    assert torch.allclose(got[1], items[1], atol=1e-6)
+    assert torch.allclose(got[:, 0], torch.ones(2))  # the coordinate the bias multiplies
+    assert torch.allclose(got[0, 1:], expected, atol=1e-6)
+    assert torch.allclose(got[1, 1:], items[1], atol=1e-6)
 
 
-def test_new_user_vector_is_the_normalised_mean_of_liked_videos() -> None:
+def _trained_like_model(n_users: int = 30, n_items: int = 40, dim: int = 6) -> TwoTower:
+    """Random towers with large, varied biases (what training on a long tail gives)."""
+    torch.manual_seed(3)
+    model = TwoTower(n_users, n_items, dim)
+    with torch.no_grad():
+        model.item_bias.weight.copy_(torch.randn(n_items, 1) * 2)
+    return model
+
+
+def test_published_cosine_ranks_exactly_as_the_model_scores() -> None:
+    """pgvector and DuckDB rank by cosine; the published layout must give the model's order
+    (bias + cosine), which the raw [bias, v] vectors would not."""
+    model = _trained_like_model()
+    history = Csr.from_pairs(np.repeat(np.arange(30), 3), np.arange(90) % 40, 30)
+    with torch.no_grad():
+        rows = torch.as_tensor(np.repeat(np.arange(30), 3))
+        scored = model.user_vectors(torch.arange(30), rows, torch.as_tensor(history.indices))
+        model_scores = (scored @ model.scoring_vectors().T).numpy()
+    users, videos = model.export(history)
+    assert np.allclose(np.linalg.norm(videos, axis=1), np.linalg.norm(videos[0]), atol=1e-5)
+    cosine = (users / np.linalg.norm(users, axis=1, keepdims=True)) @ (
+        videos / np.linalg.norm(videos, axis=1, keepdims=True)
+    ).T
+    assert np.array_equal(np.argsort(-cosine, axis=1), np.argsort(-model_scores, axis=1))
+    raw = model.scoring_vectors().detach().numpy()
+    raw_cosine = scored.numpy() @ (raw / np.linalg.norm(raw, axis=1, keepdims=True)).T
+    assert not np.array_equal(np.argsort(-raw_cosine, axis=1), np.argsort(-model_scores, axis=1))
+
+
+def test_a_user_folded_in_from_likes_is_the_user_tower_on_those_likes() -> None:
+    model = _trained_like_model()
+    with torch.no_grad():
+        tower = model.user_vectors(torch.tensor([0]), torch.zeros(2, dtype=torch.long),
+                                   torch.tensor([4, 9]))  # fmt: skip
+    users, videos = publish_layout(tower.numpy(), model.scoring_vectors().detach().numpy())
+    assert np.allclose(fold_in(videos, [4, 9]), users[0], atol=1e-6)
+
+
+def test_legacy_artifacts_fold_in_as_the_normalised_mean() -> None:
     vectors = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], np.float32)
-    got = embed_history(vectors, [0, 1])
+    got = fold_in(vectors, [0, 1], layout="cosine")
     assert np.allclose(got, [2**-0.5, 2**-0.5])
 
 

@@ -15,6 +15,7 @@ import pytest
 from tests.pg_server import PgServer, dbt_scratch, pg_env  # noqa: F401
 from trainer.dbt import run_dbt
 from trainer.errors import UserError
+from trainer.model import fold_in
 from trainer.warehouse import postgres as postgres_module
 from trainer.warehouse.postgres import (
     ANN_INDEX_SUFFIX,
@@ -191,10 +192,12 @@ def test_publish_pads_to_the_column_dimension(world: World) -> None:
     assert stored.shape == (256,)
     np.testing.assert_array_equal(stored[:MODEL_DIM], v[3])
     assert not stored[MODEL_DIM:].any()
-    # cosine is unchanged by the zero padding
+    # cosine is unchanged by the zero padding; the query is the user tower of one like of the
+    # video (trainer.model.fold_in), as the model ranks "viewers of this also like"
     similar = world.wh.similar(world.video_ids[3], 5)
+    query = fold_in(v, [3])
     norm = v / np.linalg.norm(v, axis=1, keepdims=True)
-    cos = norm @ norm[3]
+    cos = norm @ (query / np.linalg.norm(query))
     cos[3] = -np.inf
     assert [r.video_id for r in similar] == [world.video_ids[i] for i in np.argsort(-cos)[:5]]
     np.testing.assert_allclose([r.score for r in similar], np.sort(cos)[::-1][:5], rtol=1e-5)

@@ -1,7 +1,8 @@
 """One loadable model file: safetensors (no pickle can run on load) with JSON metadata.
 
-Tensors: user and item ID embeddings, the users' train histories (CSR) and the exported,
-normalised vectors. Metadata: format, version, config, id maps, metrics, data fingerprint.
+Tensors: user and item ID embeddings, the users' train histories (CSR) and the exported vectors
+in their published layout. Metadata: format, version, layout (trainer/model.py), config, id maps,
+metrics, data fingerprint.
 Files are versioned `two_tower_YYYYMMDDHHMM.safetensors` beside `two_tower_latest.safetensors`.
 """
 
@@ -19,7 +20,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from trainer.errors import UserError
-from trainer.model import embed_history
+from trainer.model import LAYOUT, LEGACY_LAYOUT, fold_in
 
 FORMAT = "two_tower/1"
 
@@ -41,6 +42,7 @@ class ModelArtifact:
     metrics: dict
     fingerprint: str
     tensors: dict[str, torch.Tensor]
+    layout: str = LAYOUT
 
     def embed_new_user(self, video_ids: list[str]) -> np.ndarray:
         """Vector for an app user from the videos they liked, without retraining."""
@@ -48,7 +50,7 @@ class ModelArtifact:
         known = [index[v] for v in video_ids if v in index]
         if not known:
             raise UserError("none of the given videos is in the model's catalog")
-        return embed_history(self.item_vectors, known)
+        return fold_in(self.item_vectors, known, self.layout)
 
 
 def save_artifact(path: Path, artifact: ModelArtifact) -> None:
@@ -66,6 +68,7 @@ def save_artifact(path: Path, artifact: ModelArtifact) -> None:
         "video_ids": json.dumps(artifact.video_ids),
         "metrics": json.dumps(artifact.metrics),
         "fingerprint": artifact.fingerprint,
+        "layout": artifact.layout,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -97,4 +100,5 @@ def load_artifact(path: Path) -> ModelArtifact:
         metrics=json.loads(metadata["metrics"]),
         fingerprint=metadata["fingerprint"],
         tensors={k: v for k, v in tensors.items() if k not in special},
+        layout=metadata.get("layout", LEGACY_LAYOUT),
     )

@@ -107,7 +107,12 @@ def _anonymize(parser: argparse.ArgumentParser) -> None:
 
 
 def _train_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--embedding-dim", type=int, default=DEFAULTS.embedding_dim)
+    p.add_argument(
+        "--embedding-dim",
+        type=int,
+        default=DEFAULTS.embedding_dim,
+        help="published vector size (at least 3): the learned coordinates + bias + completion",
+    )
     p.add_argument(
         "--epochs", type=int, default=DEFAULTS.epochs, help="maximum; early stopping may end sooner"
     )
@@ -141,6 +146,12 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
         action="store_false",
         help="publish the selection model instead of refitting on all of train",
     )
+    p.add_argument(
+        "--no-item-bias",
+        dest="item_bias",
+        action="store_false",
+        help="score by plain cosine, without the learned per-video bias",
+    )
     p.add_argument("--star-weighting", action="store_true", help="weight positives by stars / 5")
     p.add_argument(
         "--no-history",
@@ -173,6 +184,8 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     fields = TrainConfig.__dataclass_fields__
     values = {k: v for k, v in vars(args).items() if k in fields}
+    if values.get("embedding_dim", DEFAULTS.embedding_dim) < 3:
+        raise UserError("--embedding-dim must be at least 3 (2 coordinates carry bias and norm)")
     if not values.get("history_pooling", True):
         values["user_ids"] = True  # a user tower needs something: the ID embedding alone
     return TrainConfig(**values)

@@ -11,20 +11,21 @@ Objective = Literal["softmax", "bce"]
 
 @dataclass(frozen=True)
 class TrainConfig:
-    embedding_dim: int = 64
+    embedding_dim: int = 64  # published vector size: 62 learned coordinates + 2 (model.py)
     epochs: int = 30  # at most; selection stops early on the tune slice
     batch_size: int = 256  # users per step, each with all of their train positives
-    lr: float = 0.005
+    lr: float = 0.01
     # softmax: multinomial likelihood over the catalog (full, or sampled with log-Q correction
     # above `negatives` videos); bce: the brief's pointwise objective on the SQL negatives.
     objective: Objective = "softmax"
-    temperature: float = 0.15
+    temperature: float = 0.2
     logq_correction: bool = True
     full_softmax_items: int = 4096  # catalogs up to this size: every video is a negative
     negatives: int = 1024  # bigger catalogs: this many sampled negatives per step
     negative_power: float = 0.75  # sampled negatives ~ (train count + 1) ** power
     holdout: float = 0.5  # per epoch, share of a user's positives predicted from the rest
     star_weighting: bool = False  # scale each positive's loss by stars / 5 (the brief's variant)
+    item_bias: bool = True  # score = bias(video) + cosine; off: plain cosine
     history_pooling: bool = True  # user = mean of the user's train videos' vectors (+ ID)
     user_ids: bool = False  # add a learned per-user ID embedding to the user tower
     id_dropout: float = 0.0  # with user_ids: share of batch users whose ID embedding is zeroed

@@ -21,6 +21,7 @@ import torch
 from trainer.artifact import ModelArtifact
 from trainer.data import Dataset
 from trainer.evaluate import EvalResult, Scorer, paired_difference_ci
+from trainer.model import fold_in
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,7 @@ def champion_scorer(champion: ModelArtifact, data: Dataset) -> Scorer:
         history = data.train.indices[data.train.indptr[u] : data.train.indptr[u + 1]]
         history = history[known[history]]
         if len(history):
-            mean = items[history].mean(axis=0)
-            users[u] = mean / max(float(np.linalg.norm(mean)), 1e-12)
+            users[u] = fold_in(items, history, champion.layout)
     item_t, user_t = torch.as_tensor(items), torch.as_tensor(users)
     unknown = torch.as_tensor(~known)
 

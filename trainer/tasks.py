@@ -1,8 +1,9 @@
 """Loss tasks, kept apart from the model so objectives can be compared on the same towers.
 
-softmax (the default): each target video's loss is -log of its share of exp(cosine /
-temperature) among itself and the negatives; the user's other train videos (pooled or target)
-are positives, so they are never among the negatives.
+softmax (the default): each target video's loss is -log of its share of exp(score /
+temperature) among itself and the negatives (score = bias + cosine, trainer/model.py); the
+user's other train videos (pooled or target) are positives, so they are never among the
+negatives.
   - full (no q given): every catalog video is a negative; for catalogs that fit a step.
   - sampled: for bigger catalogs, `negatives` draws from q (popularity-smoothed, see
     sampling_distribution), once per batch and shared by its users. Each drawn video's logit is
@@ -10,7 +11,7 @@ are positives, so they are never among the negatives.
     so the sum estimates the full denominator. A step then costs the same for any catalog.
 
 bce: the brief's pointwise objective: label 1 for the targets, 0 for the users' SQL negative
-samples, on a learned affine map of the cosine.
+samples, on a learned affine map of the score.
 """
 
 from __future__ import annotations
@@ -55,14 +56,14 @@ def softmax_loss(
     own_rows = torch.cat([batch.input_rows, rows])
     own_items = torch.cat([batch.input_items, targets])
     if q is None:
-        logits = user_vec @ model.item_vectors().T / temperature
+        logits = user_vec @ model.scoring_vectors().T / temperature
         positive = logits[rows, targets]
         logits = logits.index_put((own_rows, own_items), logits.new_tensor(-torch.inf))
         denominator = torch.logsumexp(logits, dim=1)[rows]
     else:
         drawn = torch.multinomial(q, negatives, replacement=True, generator=generator).unique()
         drawn = drawn.to(user_vec.device)
-        sampled = user_vec @ model.item_vectors(drawn).T / temperature
+        sampled = user_vec @ model.scoring_vectors(drawn).T / temperature
         if logq_correction:  # log P(video is among the unique draws)
             q_drawn = q.to(user_vec.device)[drawn]
             sampled = sampled - torch.log(-torch.expm1(negatives * torch.log1p(-q_drawn)))
@@ -72,22 +73,22 @@ def softmax_loss(
         sampled = sampled.index_put(
             (own_rows[hit], slot[own_items[hit]]), sampled.new_tensor(-torch.inf)
         )
-        positive = (user_vec[rows] * model.item_vectors(targets)).sum(-1) / temperature
+        positive = (user_vec[rows] * model.scoring_vectors(targets)).sum(-1) / temperature
         denominator = torch.logsumexp(sampled, dim=1)[rows]
     per_target = torch.logaddexp(denominator, positive) - positive
     return _weighted_mean(per_target, batch.target_weights)
 
 
 class PointwiseHead(nn.Module):
-    """logit = scale * cosine + bias: a cosine in [-1, 1] alone cannot reach confident labels."""
+    """logit = scale * score + offset: a score near [-1, 1] alone cannot reach confident labels."""
 
     def __init__(self) -> None:
         super().__init__()
         self.scale = nn.Parameter(torch.tensor(5.0))
         self.bias = nn.Parameter(torch.tensor(0.0))
 
-    def forward(self, cosine: torch.Tensor) -> torch.Tensor:
-        return self.scale * cosine + self.bias
+    def forward(self, score: torch.Tensor) -> torch.Tensor:
+        return self.scale * score + self.bias
 
 
 def bce_loss(
@@ -100,8 +101,8 @@ def bce_loss(
     ones = torch.ones(len(batch.negatives), device=rows.device)
     labels = torch.cat([torch.ones_like(batch.target_weights), torch.zeros_like(ones)])
     weights = torch.cat([batch.target_weights, ones])
-    cosine = (user_vec[rows] * model.item_vectors(items)).sum(-1)
-    loss = F.binary_cross_entropy_with_logits(head(cosine), labels, reduction="none")
+    score = (user_vec[rows] * model.scoring_vectors(items)).sum(-1)
+    loss = F.binary_cross_entropy_with_logits(head(score), labels, reduction="none")
     return _weighted_mean(loss, weights)
 
 

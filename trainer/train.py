@@ -23,7 +23,7 @@ from trainer.batches import user_batches
 from trainer.config import TrainConfig
 from trainer.data import Csr, Dataset
 from trainer.evaluate import embedding_scorer, eval_users, evaluate
-from trainer.model import TwoTower
+from trainer.model import LAYOUT_EXTRA, TwoTower
 from trainer.tasks import PointwiseHead, bce_loss, sampling_distribution, softmax_loss
 
 
@@ -64,15 +64,10 @@ def select_and_fit(data: Dataset, cfg: TrainConfig, progress: bool = True) -> Fi
 
 
 def _optimizers(model: TwoTower, head: PointwiseHead | None, lr: float) -> list:
-    sparse = [
-        p for m in (model.user_embedding, model.item_embedding) if m.sparse for p in m.parameters()
-    ]
-    dense = [
-        p
-        for m in (model.user_embedding, model.item_embedding)
-        if not m.sparse
-        for p in m.parameters()
-    ]
+    tables = (model.user_embedding, model.item_embedding, model.item_bias)
+    trained = [m for m in tables if m.weight.requires_grad]
+    sparse = [p for m in trained if m.sparse for p in m.parameters()]
+    dense = [p for m in trained if not m.sparse for p in m.parameters()]
     dense += list(head.parameters()) if head is not None else []
     optimizers: list = [torch.optim.SparseAdam(sparse, lr=lr)]
     if dense:
@@ -87,7 +82,13 @@ def fit(data: Dataset, cfg: TrainConfig, progress: bool = True, select: bool = T
     device = pick_device(cfg.device)
     sampled = data.n_items > cfg.full_softmax_items
     model = TwoTower(
-        data.n_users, data.n_items, cfg.embedding_dim, cfg.history_pooling, cfg.user_ids, sampled
+        data.n_users,
+        data.n_items,
+        cfg.embedding_dim - LAYOUT_EXTRA,
+        cfg.history_pooling,
+        cfg.user_ids,
+        sampled,
+        item_bias=cfg.item_bias,
     ).to(device)
     if cfg.init == "svd":
         spectral_init(model, data.train, cfg.seed)

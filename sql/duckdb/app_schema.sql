@@ -40,17 +40,26 @@ create table if not exists model_runs (
 );
 
 -- A vector for an app user with likes but no reviews, without retraining: the user tower with no
--- ID embedding is the normalised mean of the liked videos' vectors; normalising does not change
--- cosine rankings, so the plain average is enough.
+-- ID embedding, [0, 1, normalised mean of the liked videos' coordinates 3..] in the published
+-- layout (trainer/model.py: fold_in), so its cosine with a video is the model's score order.
 --   select * from recommend_for_likes(['<uuid>', '<uuid>']::uuid[], 10);
 create or replace macro user_vector_from_likes(likes) as (
-    select list(avg_value order by dimension)
+    select list_concat(
+        [0.0, 1.0],
+        list_transform(
+            mean[3:],
+            lambda x: x / greatest(sqrt(list_sum(list_transform(mean[3:], lambda y: y * y))), 1e-12)
+        )
+    )
     from (
-        select dims.dimension, avg(e.embedding[dims.dimension]) as avg_value
-        from video_embeddings as e
-        cross join range(1, {dim} + 1) as dims (dimension)
-        where list_contains(likes, e.video_id)
-        group by dims.dimension
+        select list(avg_value order by dimension) as mean
+        from (
+            select dims.dimension, avg(e.embedding[dims.dimension]) as avg_value
+            from video_embeddings as e
+            cross join range(1, {dim} + 1) as dims (dimension)
+            where list_contains(likes, e.video_id)
+            group by dims.dimension
+        )
     )
 );
 

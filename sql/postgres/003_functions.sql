@@ -111,10 +111,16 @@ set hnsw.iterative_scan = relaxed_order
 as $$
     with
 
+    -- The query is the user tower of someone whose one like is this video: [0, 1, its unit
+    -- coordinates 3..] in the published layout (trainer/model.py), not the video's own vector,
+    -- so "similar" is the model's score order: bias + cosine, the videos its viewers also like.
     query as materialized (
         select
-            {vector_schema}.subvector(q.embedding, 1, {ann_dim})::{vector_schema}.vector({ann_dim})
-                as embedding
+            (
+                '[0,1]'::{vector_schema}.vector
+                operator({vector_schema}.||)
+                {vector_schema}.l2_normalize({vector_schema}.subvector(q.embedding, 3, {ann_dim} - 2))
+            )::{vector_schema}.vector({ann_dim}) as embedding
         from public.video_embeddings as q
         where q.video_id = p_video_id
     ),
