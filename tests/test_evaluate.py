@@ -95,3 +95,14 @@ def test_popularity_top_k_without_a_score_matrix_matches_full_scoring() -> None:
     assert np.array_equal(counts[fast], counts[full])  # the same ranking up to ties
     for u in chunk:  # and never a train positive
         assert not set(fast[u]) & set(train.indices[train.indptr[u] : train.indptr[u + 1]])
+
+
+def test_the_final_evaluation_scores_fewer_users_of_a_huge_catalog() -> None:
+    from trainer.config import TrainConfig
+    from trainer.runner import final_eval_limit
+
+    cfg = TrainConfig(final_eval_users=20_000, final_eval_scores=1_000_000_000)
+    assert final_eval_limit(cfg, 10_000) == 20_000  # 2e8 scores: all 20k
+    assert final_eval_limit(cfg, 250_000) == 4_000  # the budget
+    assert final_eval_limit(cfg, 10_000_000) == 2_000  # never under 2,000
+    assert final_eval_limit(TrainConfig(final_eval_users=0), 10_000_000) == 0  # 0: everyone

@@ -49,11 +49,20 @@ class RunSummary:
         return report_tables(self.evaluations)
 
 
+def final_eval_limit(cfg: TrainConfig, n_items: int) -> int:
+    """Users in the final report and the gate: `final_eval_users` (0: all of them), fewer for
+    catalogs so big that full ranking would cost more than `final_eval_scores` user x video
+    scores, never under 2,000 users (their intervals stay useful; the gate's test is paired)."""
+    if cfg.final_eval_users <= 0:
+        return 0
+    return min(cfg.final_eval_users, max(2_000, cfg.final_eval_scores // max(n_items, 1)))
+
+
 def evaluate_all(
     data: Dataset, user_vectors: np.ndarray, item_vectors: np.ndarray, cfg: TrainConfig
 ):
     """The model beside popularity and random, on the same users and the same masking."""
-    users = eval_users(data, cfg.final_eval_users, cfg.seed)
+    users = eval_users(data, final_eval_limit(cfg, data.n_items), cfg.seed)
     return {
         "two_tower": evaluate(embedding_scorer(user_vectors, item_vectors), data, cfg.ks, users),
         "popularity": evaluate(popularity_scorer(data), data, cfg.ks, users),
