@@ -1,6 +1,10 @@
 """Timings and peak memory of the embedded pipeline at scale (default 1M synthetic reviews).
 
     python -m benchmarks.pipeline --reviews 1000000 [--shape longtail --shape dense]
+    python -m benchmarks.pipeline --reviews 10000000 --shape longtail --epochs 1   # memory
+
+`--epochs N` caps the selection epochs (and so the refit): a run for the peak-memory figure at
+sizes where the full default would take long, since one epoch holds as much as twenty.
 
 For each shape (both by default), one table: synth, load, dbt build, and `train_run` as
 `python -m trainer train` runs it with the default config (read the marts, selection epochs on
@@ -51,7 +55,7 @@ def als_seconds(workdir: Path) -> float | None:
         return None
 
 
-def run(reviews: int, shape: str, workdir: Path) -> list[list[object]]:
+def run(reviews: int, shape: str, workdir: Path, epochs: int | None = None) -> list[list[object]]:
     csv, db = workdir / "reviews.csv", workdir / "warehouse.duckdb"
     db.unlink(missing_ok=True)
     rows: list[list[object]] = []
@@ -77,7 +81,7 @@ def run(reviews: int, shape: str, workdir: Path) -> list[list[object]]:
         ["dbt build (models + tests)", seconds, f"{loaded.data_lines / seconds:,.0f} lines/s"]
     )
 
-    cfg = TrainConfig()
+    cfg = TrainConfig() if epochs is None else TrainConfig(epochs=epochs)
     out = OutputPaths(
         workdir / "two_tower_latest.safetensors",
         workdir / "video_embeddings.parquet",
@@ -117,17 +121,19 @@ def main() -> None:
     parser.add_argument("--reviews", type=int, default=1_000_000)
     parser.add_argument("--shape", action="append", choices=["longtail", "dense"], default=None)
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--epochs", type=int, default=None, help="cap (a memory run)")
     args = parser.parse_args()
     shapes = args.shape or ["longtail", "dense"]
     if len(shapes) > 1:  # one process per shape: peak memory is per shape
         for shape in shapes:
             argv = [sys.executable, "-m", "benchmarks.pipeline", "--reviews", str(args.reviews)]
+            argv += ["--epochs", str(args.epochs)] if args.epochs is not None else []
             subprocess.run([*argv, "--shape", shape], check=True)
         return
     with tempfile.TemporaryDirectory() as tmp:
         workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
-        rows = run(args.reviews, shapes[0], workdir)
+        rows = run(args.reviews, shapes[0], workdir, args.epochs)
     print(table(["step", "seconds", "throughput"], rows), flush=True)
 
 

@@ -35,7 +35,7 @@ class TrainConfig:
     eval_users: int = 5_000  # users scored on the tune slice per selection epoch (at most)
     eval_scores: int = 20_000_000  # and at most this many user x video scores per epoch
     final_eval_users: int = 20_000  # users sampled for the final report and the gate (0: all)
-    final_eval_scores: int = 2_000_000_000  # and fewer for huge catalogs (runner.final_eval_limit)
+    final_eval_scores: int = 500_000_000  # and fewer for huge catalogs (runner.final_eval_limit)
     seed: int = 42
     device: str = "auto"
     ks: tuple[int, ...] = (10, 20)
