@@ -138,3 +138,20 @@ def test_an_embedding_dim_without_room_for_bias_and_norm_is_a_clear_error(
 ) -> None:
     assert main(["train", "--embedding-dim", "2"]) == 2
     assert "--embedding-dim must be at least 3" in capsys.readouterr().err
+
+
+def test_a_diverged_model_is_refused_before_anything_is_saved() -> None:
+    import numpy as np
+
+    from trainer.errors import UserError
+    from trainer.runner import refuse_diverged
+
+    good = np.ones((3, 4), np.float32)
+    refuse_diverged(good, good)  # finite: no error
+    for bad in (np.nan, np.inf):
+        broken = good.copy()
+        broken[1, 2] = bad
+        with pytest.raises(UserError, match="training diverged"):
+            refuse_diverged(good, broken)
+        with pytest.raises(UserError, match="training diverged"):
+            refuse_diverged(broken, good)

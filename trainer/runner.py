@@ -17,6 +17,7 @@ import polars as pl
 from trainer.artifact import ModelArtifact, new_version, save_artifact
 from trainer.config import OutputPaths, TrainConfig
 from trainer.data import Dataset, read_dataset
+from trainer.errors import UserError
 from trainer.evaluate import (
     EvalResult,
     embedding_scorer,
@@ -47,6 +48,15 @@ class RunSummary:
 
     def table(self) -> str:
         return report_tables(self.evaluations)
+
+
+def refuse_diverged(user_vectors: np.ndarray, item_vectors: np.ndarray) -> None:
+    """A model with NaN or infinite values is never evaluated, saved or published."""
+    if not (np.isfinite(user_vectors).all() and np.isfinite(item_vectors).all()):
+        raise UserError(
+            "training diverged: the model has NaN or infinite values (try a smaller --lr); "
+            "nothing was saved or published"
+        )
 
 
 def final_eval_limit(cfg: TrainConfig, n_items: int) -> int:
@@ -101,6 +111,7 @@ def train_and_evaluate(
     result = select_and_fit(data, cfg, progress=progress)
     user_vectors, item_vectors = result.model.export(data.train)
     timings["train_seconds"] = time.perf_counter() - started
+    refuse_diverged(user_vectors, item_vectors)
     started = time.perf_counter()
     evaluations = evaluate_all(data, user_vectors, item_vectors, cfg)
     timings["evaluate_seconds"] = time.perf_counter() - started

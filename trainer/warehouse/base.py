@@ -129,6 +129,31 @@ class Warehouse(ABC):
         return frame["n"][0] > 0
 
 
+def check_vectors(ids: list[str], matrix: np.ndarray, table: str) -> np.ndarray:
+    """What every engine refuses to publish, before anything is written: not one row per id,
+    duplicate ids, NaN or infinite values. Returns the matrix as float32."""
+    matrix = np.asarray(matrix, dtype=np.float32)
+    if matrix.ndim != 2 or matrix.shape[0] != len(ids):
+        raise UserError(
+            f"{table}: {len(ids)} ids but a matrix of shape {matrix.shape}; expected one row "
+            "per id; nothing published"
+        )
+    if not np.isfinite(matrix).all():
+        raise UserError(f"{table}: the model produced NaN or infinite values; nothing published")
+    if len(set(ids)) != len(ids):
+        raise UserError(f"{table}: duplicate ids in the model's vectors; nothing published")
+    return matrix
+
+
+def check_widths(videos: np.ndarray, users: np.ndarray) -> None:
+    """User and video vectors of one model share one space: the same width."""
+    if videos.shape[1:] != users.shape[1:]:
+        raise UserError(
+            f"video vectors are {videos.shape[1:]} wide but user vectors {users.shape[1:]}: "
+            "not one model's embedding space; nothing published"
+        )
+
+
 def pad_to(matrix: np.ndarray, column_dim: int, table: str) -> np.ndarray:
     """Zero-pad vectors to the column's dimension; a wider model is a clear error."""
     dim = matrix.shape[1]

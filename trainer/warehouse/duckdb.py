@@ -22,6 +22,8 @@ from trainer.warehouse.base import (
     Recommendation,
     ServingTables,
     Warehouse,
+    check_vectors,
+    check_widths,
     pad_to,
 )
 
@@ -103,10 +105,15 @@ class DuckDBWarehouse(Warehouse):
                 "a DuckDB warehouse is published to only where it was trained (its marts are "
                 "what recommend reads); publish to another Postgres target instead"
             )
+        # The checks Postgres makes too (trainer/warehouse/base.py), before anything is written.
+        video_ids, user_ids = [str(i) for i in videos[0]], [str(i) for i in users[0]]
+        video_matrix = check_vectors(video_ids, videos[1], "video_embeddings")
+        user_matrix = check_vectors(user_ids, users[1], "user_embeddings")
+        check_widths(video_matrix, user_matrix)
         # (table, key column, key expression, ids, vectors): one statement shape for both.
         tables = [
-            ("video_embeddings", "video_id", "cast(video_id as uuid)", *videos),
-            ("user_embeddings", "user_id", "user_id", *users),
+            ("video_embeddings", "video_id", "cast(video_id as uuid)", video_ids, video_matrix),
+            ("user_embeddings", "user_id", "user_id", user_ids, user_matrix),
         ]
         con = self.con
         self.execute("begin transaction")

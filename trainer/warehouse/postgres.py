@@ -56,6 +56,8 @@ from trainer.warehouse.base import (
     Recommendation,
     ServingTables,
     Warehouse,
+    check_vectors,
+    check_widths,
     pad_to,
 )
 
@@ -542,6 +544,7 @@ class PostgresWarehouse(Warehouse):
             "video_embeddings": _checked(*videos, "video_embeddings", uuid_keys=True),
             "user_embeddings": _checked(*users, "user_embeddings", uuid_keys=False),
         }
+        check_widths(batches["video_embeddings"][1], batches["user_embeddings"][1])
         model_dim = max(matrix.shape[1] for _, matrix in batches.values())
         try:
             with self._tx() as cur:
@@ -1284,13 +1287,7 @@ def _checked(
 ) -> tuple[list[str] | np.ndarray, np.ndarray]:
     """Validated (keys, float32 matrix); uuid keys come back as 16-byte values (numpy S16)."""
     ids = [str(i) for i in ids]
-    matrix = np.asarray(matrix, dtype=np.float32)
-    if matrix.ndim != 2 or matrix.shape[0] != len(ids):
-        raise UserError(
-            f"{table}: {len(ids)} ids but a matrix of shape {matrix.shape}; expected one row per id"
-        )
-    if not np.isfinite(matrix).all():
-        raise UserError(f"{table}: the model produced NaN or infinite values; nothing published")
+    matrix = check_vectors(ids, matrix, table)
     if uuid_keys:
         keys: list[str] | np.ndarray = uuid_bytes(ids, table)
         unique = len(np.unique(keys))
