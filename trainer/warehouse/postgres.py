@@ -1287,17 +1287,15 @@ def _checked(
 ) -> tuple[list[str] | np.ndarray, np.ndarray]:
     """Validated (keys, float32 matrix); uuid keys come back as 16-byte values (numpy S16)."""
     ids = [str(i) for i in ids]
-    matrix = check_vectors(ids, matrix, table)
-    if uuid_keys:
-        keys: list[str] | np.ndarray = uuid_bytes(ids, table)
-        unique = len(np.unique(keys))
-    else:
-        keys, unique = ids, len(set(ids))
+    matrix = check_vectors(ids, matrix, table)  # shape, finite, distinct ids (shared rules)
+    if not uuid_keys:
         if any("\x00" in i for i in ids):
             raise UserError(
                 f"{table}: an id contains a NUL character; Postgres text cannot hold it"
             )
-    if unique != len(ids):
+        return ids, matrix
+    keys = uuid_bytes(ids, table)
+    if len(np.unique(keys)) != len(ids):  # one uuid spelt two ways (case, braces)
         raise UserError(f"{table}: duplicate ids in the model's vectors; nothing published")
     return keys, matrix
 
