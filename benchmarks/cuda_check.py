@@ -19,11 +19,11 @@ from pathlib import Path
 import torch
 
 from benchmarks.quality import build_splits
-from trainer.config import TrainConfig
-from trainer.data import build_dataset
-from trainer.evaluate import embedding_scorer, evaluate
-from trainer.synth import SynthConfig, write_synthetic_csv
-from trainer.train import select_and_fit
+from trainer.ingest.synth import SynthConfig, write_synthetic_csv
+from trainer.ml.config import TrainConfig
+from trainer.ml.data import build_dataset
+from trainer.ml.evaluate import embedding_scorer, evaluate
+from trainer.ml.train import select_and_fit
 
 
 def main() -> int:

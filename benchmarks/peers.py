@@ -15,8 +15,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from trainer.data import Csr, Dataset
-from trainer.evaluate import Scorer
+from trainer.ml.data import Csr, Dataset
+from trainer.ml.evaluate import Scorer
 
 
 @dataclass

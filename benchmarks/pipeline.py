@@ -24,15 +24,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from trainer.config import OutputPaths, TrainConfig
-from trainer.data import read_dataset
-from trainer.dbt import run_dbt
-from trainer.load import load_reviews
-from trainer.profiles import Target
-from trainer.report import table
-from trainer.runner import train_run
-from trainer.synth import SynthConfig, write_synthetic_csv
-from trainer.warehouse.duckdb import DuckDBWarehouse
+from trainer.backends.duckdb import DuckDBWarehouse
+from trainer.backends.profiles import Target
+from trainer.ingest.load import load_reviews
+from trainer.ingest.synth import SynthConfig, write_synthetic_csv
+from trainer.jobs.report import table
+from trainer.jobs.training import train_run
+from trainer.ml.config import OutputPaths, TrainConfig
+from trainer.ml.data import read_dataset
+from trainer.transform.dbt import run_dbt
 
 
 def peak_mib(who: int) -> float:

@@ -40,14 +40,10 @@ from pathlib import Path
 import numpy as np
 import psycopg
 from psycopg import sql
-
 from tests.pg_server import start_server
-from trainer.dbt import run_dbt
-from trainer.load import parse_reviews_csv
-from trainer.profiles import Target, load_target
-from trainer.synth import SynthConfig, write_synthetic_csv
-from trainer.warehouse.duckdb import DuckDBWarehouse
-from trainer.warehouse.postgres import (
+
+from trainer.backends.duckdb import DuckDBWarehouse
+from trainer.backends.postgres import (
     ANN_INDEX_SUFFIX,
     PostgresWarehouse,
     connection_settings,
@@ -55,6 +51,10 @@ from trainer.warehouse.postgres import (
     ivfflat_probes,
     ivfflat_similar_probes,
 )
+from trainer.backends.profiles import Target, load_target
+from trainer.ingest.load import parse_reviews_csv
+from trainer.ingest.synth import SynthConfig, write_synthetic_csv
+from trainer.transform.dbt import run_dbt
 
 
 class Clock:
@@ -213,7 +213,7 @@ def _write_back_parts(r, label, steps, started, total, vectors) -> int:
 
 def _raw_copy_rate(pg: PostgresWarehouse, ids: list[str], items: np.ndarray) -> int:
     """The bound: binary COPY of the video vectors into a fresh table with only a primary key."""
-    from trainer.warehouse.postgres import binary_copy_blocks
+    from trainer.backends.postgres import binary_copy_blocks
 
     con = pg.con
     con.execute(
@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
                 run_dbt(duck_target, "build", quiet=True)
         del parsed
 
-        from trainer.data import read_dataset
+        from trainer.ml.data import read_dataset
 
         with clock("read marts into polars (postgres, COPY)"):
             data = read_dataset(pg)
@@ -330,8 +330,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.vectors and args.vectors.exists():
             users, items, r["embeddings"] = _load_vectors(args.vectors, data)
         else:
-            from trainer.config import TrainConfig
-            from trainer.train import select_and_fit
+            from trainer.ml.config import TrainConfig
+            from trainer.ml.train import select_and_fit
 
             cfg = TrainConfig(epochs=args.epochs, embedding_dim=args.embedding_dim)
             with clock("train"):

@@ -30,17 +30,17 @@ import polars as pl
 import torch
 
 from benchmarks.peers import Fitted, fit_ease, fit_implicit
-from trainer.config import TrainConfig
-from trainer.data import SPLITS_SQL, Csr, Dataset, build_dataset
-from trainer.dbt import run_dbt
-from trainer.evaluate import embedding_scorer, evaluate, popularity_scorer
-from trainer.load import load_reviews
-from trainer.model import fold_in
-from trainer.profiles import Target
-from trainer.report import table
-from trainer.synth import SynthConfig, write_synthetic_csv
-from trainer.train import select_and_fit
-from trainer.warehouse.duckdb import DuckDBWarehouse
+from trainer.backends.duckdb import DuckDBWarehouse
+from trainer.backends.profiles import Target
+from trainer.ingest.load import load_reviews
+from trainer.ingest.synth import SynthConfig, write_synthetic_csv
+from trainer.jobs.report import table
+from trainer.ml.config import TrainConfig
+from trainer.ml.data import SPLITS_SQL, Csr, Dataset, build_dataset
+from trainer.ml.evaluate import embedding_scorer, evaluate, popularity_scorer
+from trainer.ml.model import fold_in
+from trainer.ml.train import select_and_fit
+from trainer.transform.dbt import run_dbt
 
 EASE_L2 = (100.0, 300.0, 1000.0)
 EASE_MAX_ITEMS = 15_000

@@ -4,7 +4,7 @@
 
 Starts two PostgreSQL + pgvector servers (`tests.pg_server.start_server`), migrates the
 "production" one and fills its app tables with random unit vectors (vector(256)) and reviewed
-pairs, then runs `trainer.snapshot.snapshot` as the weekly workflow does (through a read-only
+pairs, then runs `trainer.jobs.snapshot.snapshot` as the weekly workflow does (through a read-only
 role) and prints the time, the dump's size and the rows restored per second.
 """
 
@@ -16,11 +16,11 @@ import time
 
 import numpy as np
 import psycopg
-
 from tests.pg_server import pg_bin_dir, start_server
-from trainer.profiles import load_target
-from trainer.snapshot import snapshot
-from trainer.warehouse.postgres import EMBEDDING_TABLES, PostgresWarehouse, connection_settings
+
+from trainer.backends.postgres import EMBEDDING_TABLES, PostgresWarehouse, connection_settings
+from trainer.backends.profiles import load_target
+from trainer.jobs.snapshot import snapshot
 
 READER = "snapshot_reader"
 

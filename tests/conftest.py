@@ -1,4 +1,10 @@
-"""Shared fixtures: real DuckDB files built by the real loader and the real dbt project."""
+"""Shared fixtures and markers. Fixtures build real things: DuckDB files by the real loader and
+dbt project, and (tests marked `postgres`) a real PostgreSQL with pgvector started by the suite.
+
+Markers follow the folders, so `pytest -m "not postgres"` or `-m "not slow"` pick a subset while
+`make test` still runs everything: `dbt` (tests/dbt, and anything that runs dbt build), `postgres`
+(anything using the bundled server), `slow` (tests/e2e).
+"""
 
 from __future__ import annotations
 
@@ -6,34 +12,24 @@ from pathlib import Path
 
 import pytest
 
-from trainer.dbt import run_dbt
-from trainer.load import load_reviews
-from trainer.profiles import Target
-from trainer.synth import SynthConfig, write_synthetic_csv
-from trainer.warehouse.duckdb import DuckDBWarehouse
+from tests.support.pg_server import dbt_scratch, pg_env  # noqa: F401 (fixtures for every test)
+from tests.support.warehouses import build_duckdb
+from trainer.ingest.synth import SynthConfig, write_synthetic_csv
+
+POSTGRES_FIXTURES = {"pg_env", "dbt_scratch"}
+DBT_FIXTURES = {"synth_warehouse", "dbt_scratch"}
 
 
-def duckdb_target(path: Path) -> Target:
-    return Target(name="duckdb", kind="duckdb", schema="main", settings={"path": str(path)})
-
-
-def build_duckdb(csv: Path, db: Path, variables: dict | None = None) -> Target:
-    """Load `csv` into a fresh DuckDB file at `db` and run `dbt build` on it."""
-    target = duckdb_target(db)
-    with DuckDBWarehouse(db) as warehouse:
-        load_reviews(warehouse, csv)
-    run_dbt(target, "build", variables=variables, quiet=True)
-    return target
-
-
-def output_flags(out: Path) -> list[str]:
-    """`pipeline`'s store and output files, all inside `out`."""
-    return [
-        "--store-root", str(out / "store"),
-        "--out-model", str(out / "two_tower_latest.safetensors"),
-        "--out-video-emb", str(out / "v.parquet"),
-        "--out-user-emb", str(out / "u.parquet"),
-    ]  # fmt: skip
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if "postgres" in item.name or "postgres" in parts[-1] or fixtures & POSTGRES_FIXTURES:
+            item.add_marker(pytest.mark.postgres)
+        if "dbt" in parts or fixtures & DBT_FIXTURES:
+            item.add_marker(pytest.mark.dbt)
+        if "e2e" in parts:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from trainer.config import OutputPaths, TrainConfig
 from trainer.errors import UserError
+from trainer.ml.config import OutputPaths, TrainConfig
 
 DEFAULTS = TrainConfig()
 
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from trainer.synth import SynthConfig, write_synthetic_csv
+    from trainer.ingest.synth import SynthConfig, write_synthetic_csv
 
     if args.reviews < 1:
         raise UserError("--reviews must be positive")
@@ -220,10 +220,10 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_load(args: argparse.Namespace) -> int:
-    from trainer.anonymize import key_from_env
-    from trainer.load import load_reviews
-    from trainer.profiles import load_target
-    from trainer.warehouse import connect
+    from trainer.backends import connect
+    from trainer.backends.profiles import load_target
+    from trainer.ingest.anonymize import key_from_env
+    from trainer.ingest.load import load_reviews
 
     target = load_target(args.target)
     hmac_key = key_from_env() if args.anonymize else None
@@ -238,9 +238,9 @@ def _cmd_load(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from trainer.profiles import load_target
-    from trainer.runner import train_run
-    from trainer.warehouse import connect
+    from trainer.backends import connect
+    from trainer.backends.profiles import load_target
+    from trainer.jobs.training import train_run
 
     cfg = config_from_args(args)
     outputs = OutputPaths(args.out_model, args.out_video_emb, args.out_user_emb)
@@ -262,9 +262,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_recommend(args: argparse.Namespace) -> int:
-    from trainer.profiles import load_target
-    from trainer.report import table
-    from trainer.warehouse import connect
+    from trainer.backends import connect
+    from trainer.backends.profiles import load_target
+    from trainer.jobs.report import table
 
     if args.k < 1:
         raise UserError("-k must be at least 1")
@@ -299,8 +299,8 @@ def _video_id(text: str) -> str:
 def _cmd_sql(args: argparse.Namespace) -> int:
     import polars as pl
 
-    from trainer.profiles import load_target
-    from trainer.warehouse import connect
+    from trainer.backends import connect
+    from trainer.backends.profiles import load_target
 
     with connect(load_target(args.target), read_only=True) as warehouse:
         try:
@@ -318,8 +318,8 @@ def _cmd_sql(args: argparse.Namespace) -> int:
 
 
 def _cmd_pipeline(args: argparse.Namespace) -> int:
-    from trainer.gate import GateConfig
-    from trainer.pipeline import PipelineOptions, run_pipeline
+    from trainer.jobs.pipeline import PipelineOptions, run_pipeline
+    from trainer.release.gate import GateConfig
 
     options = PipelineOptions(
         csv=args.csv,
@@ -341,15 +341,15 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
 
 
 def _cmd_rollback(args: argparse.Namespace) -> int:
-    from trainer.pipeline import rollback
+    from trainer.jobs.pipeline import rollback
 
     print(rollback(args.version, args.target, args.store_root))
     return 0
 
 
 def _cmd_snapshot(args: argparse.Namespace) -> int:
-    from trainer.profiles import load_target
-    from trainer.snapshot import snapshot
+    from trainer.backends.profiles import load_target
+    from trainer.jobs.snapshot import snapshot
 
     source, work = load_target(args.source), load_target(args.target)
     print(f"snapshot {source.name} -> {work.name}", flush=True)
@@ -368,8 +368,8 @@ def _cmd_snapshot(args: argparse.Namespace) -> int:
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
-    from trainer.profiles import load_target
-    from trainer.warehouse import connect
+    from trainer.backends import connect
+    from trainer.backends.profiles import load_target
 
     target = load_target(args.target)
     with connect(target) as warehouse:

@@ -41,7 +41,7 @@ create table if not exists model_runs (
 
 -- A vector for an app user with likes but no reviews, without retraining: the user tower with no
 -- ID embedding, [0, 1, normalised mean of the liked videos' coordinates 3..] in the published
--- layout (trainer/model.py: fold_in), so its cosine with a video is the model's score order.
+-- layout (trainer/ml/model.py: fold_in), so its cosine with a video is the model's score order.
 --   select * from recommend_for_likes(['<uuid>', '<uuid>']::uuid[], 10);
 create or replace macro user_vector_from_likes(likes) as (
     select list_concat(

@@ -9,7 +9,7 @@
 --
 -- ANN settings travel with the functions (SET clauses): each publish rebuilds the index and
 -- retunes ivfflat.probes on both functions in the same transaction (see
--- trainer/warehouse/postgres.py:ivfflat_probes, ivfflat_similar_probes and the
+-- trainer/backends/postgres.py:ivfflat_probes, ivfflat_similar_probes and the
 -- rebuild_vector_index dbt macro); similar_videos gets more probes (item-to-item queries need
 -- them for the same recall).
 --
@@ -112,7 +112,7 @@ as $$
     with
 
     -- The query is the user tower of someone whose one like is this video: [0, 1, its unit
-    -- coordinates 3..] in the published layout (trainer/model.py), not the video's own vector,
+    -- coordinates 3..] in the published layout (trainer/ml/model.py), not the video's own vector,
     -- so "similar" is the model's score order: bias + cosine, the videos its viewers also like.
     query as materialized (
         select

@@ -1,0 +1,1 @@
+"""The warehouse backends: schema, publish protocol, serving, and the contract both share."""

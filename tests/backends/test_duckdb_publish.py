@@ -1,0 +1,60 @@
+"""DuckDB refuses what Postgres refuses: a bad publish writes nothing and the old vectors stay."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from trainer.backends.duckdb import DuckDBWarehouse
+from trainer.errors import UserError
+
+VIDEOS = [str(uuid.UUID(int=i + 1)) for i in range(5)]
+USERS = [f"rv{i}" for i in range(4)]
+
+
+def vectors(n: int, dim: int = 8, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+
+
+def snapshot(wh: DuckDBWarehouse) -> list[tuple]:
+    return wh.con.execute(
+        "select 'v', cast(video_id as varchar), embedding, model_version from video_embeddings "
+        "union all select 'u', user_id, embedding, model_version from user_embeddings "
+        "order by 1, 2"
+    ).fetchall()
+
+
+@pytest.fixture
+def warehouse(tmp_path: Path):
+    with DuckDBWarehouse(tmp_path / "w.duckdb") as wh:
+        wh.ensure_app_schema()
+        wh.publish_embeddings((VIDEOS, vectors(5)), (USERS, vectors(4, seed=1)), "good")
+        yield wh
+
+
+def _nan(matrix: np.ndarray) -> np.ndarray:
+    matrix = matrix.copy()
+    matrix[2, 3] = np.nan
+    return matrix
+
+
+BAD = {
+    "NaN": lambda: ((VIDEOS, _nan(vectors(5))), (USERS, vectors(4))),
+    "infinite": lambda: ((VIDEOS, vectors(5)), (USERS, vectors(4) * np.float32(np.inf))),
+    "wide": lambda: ((VIDEOS, vectors(5, 8)), (USERS, vectors(4, 6))),  # widths differ
+    "one row per id": lambda: ((VIDEOS, vectors(4)), (USERS, vectors(4))),
+    "duplicate": lambda: ((VIDEOS[:4] + VIDEOS[:1], vectors(5)), (USERS, vectors(4))),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_a_bad_publish_is_a_clear_error_and_leaves_the_old_vectors(warehouse, case) -> None:
+    before = snapshot(warehouse)
+    assert len(before) == 9 and {row[3] for row in before} == {"good"}
+    videos, users = BAD[case]()
+    with pytest.raises(UserError, match="nothing published"):
+        warehouse.publish_embeddings(videos, users, "bad")
+    assert snapshot(warehouse) == before

@@ -1,0 +1,1 @@
+"""The dbt project on both engines: models, tests and their results."""

@@ -1,0 +1,230 @@
+"""The dbt models on a real DuckDB file: rejects, URL keys, dedupe, ingest, splits, negatives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from tests.support.warehouses import build_duckdb
+from trainer.backends.duckdb import DuckDBWarehouse
+
+DMM = "https://www.dmm.co.jp/digital/videoa/-/detail/=/cid="
+LINES = [
+    "product_url,reviewer_id,stars",
+    f"{DMM}abc001/,alice,5",  # 2 kept
+    "http://dmm.co.jp/digital/videoa/-/detail/=/cid=ABC001,bob,4",  # 3 same video as line 2
+    f"{DMM}abc001/?i3_ref=search&i3_ord=3,carol,4",  # 4 same video
+    f"{DMM}abc002/#reviews,alice,2",  # 5 kept, negative label
+    f"{DMM}abc002/,alice,2",  # 6 duplicate of line 5 (same stars), wins as the later line
+    f"{DMM}abc003/,bob,3",  # 7 conflicting: superseded by line 8
+    f"{DMM}abc003/,bob,5",  # 8 kept
+    ",bob,5",  # 9 missing_product_url
+    "N/A,bob,5",  # 10 invalid_product_url
+    f"{DMM}abc004/,  ,5",  # 11 missing_reviewer_id
+    f"{DMM}abc004/,dave,",  # 12 missing_stars
+    f"{DMM}abc004/,dave,4.5",  # 13 stars_not_integer
+    f"{DMM}abc004/,dave,6",  # 14 stars_out_of_range
+    f"{DMM}abc004/,dave,0",  # 15 stars_out_of_range
+    f"{DMM}abc004/,dave,★★★",  # 16 stars_not_numeric
+    f"{DMM}abc004/,dave,4.0",  # 17 kept: 4.0 is the integer 4
+    f"{DMM}abc004/,dave,4,extra",  # 18 ragged_line (load)
+    "https://example.com/v/9?utm=x,erin,5",  # 19 kept, non-DMM key
+]
+EXPECTED_REJECTS = {
+    5: "duplicate",
+    7: "conflicting_duplicate",
+    9: "missing_product_url",
+    10: "invalid_product_url",
+    11: "missing_reviewer_id",
+    12: "missing_stars",
+    13: "stars_not_integer",
+    14: "stars_out_of_range",
+    15: "stars_out_of_range",
+    16: "stars_not_numeric",
+    18: "ragged_line",
+}
+REGISTERED_ID = "11111111-2222-3333-4444-555555555555"
+
+
+@pytest.fixture(scope="module")
+def handmade(tmp_path_factory: pytest.TempPathFactory) -> duckdb.DuckDBPyConnection:
+    tmp = tmp_path_factory.mktemp("handmade")
+    csv = tmp / "reviews.csv"
+    csv.write_text("\n".join(LINES) + "\n", encoding="utf-8")
+    db = tmp / "warehouse.duckdb"
+    with DuckDBWarehouse(db) as warehouse:  # the app already knows abc003, spelt its own way
+        warehouse.ensure_app_schema()
+        warehouse.execute(
+            "insert into videos (id, product_url) values (?, ?)",
+            (REGISTERED_ID, "https://www.dmm.co.jp/digital/videoa/-/detail/=/cid=abc003"),
+        )
+    build_duckdb(csv, db)
+    con = duckdb.connect(str(db), read_only=True)
+    yield con
+    con.close()
+
+
+def rows(con: duckdb.DuckDBPyConnection, sql: str) -> list[tuple]:
+    return con.execute(sql).fetchall()
+
+
+def test_every_reject_reason_is_recorded_on_its_line(handmade) -> None:
+    found = dict(rows(handmade, "select line_number, reason from review_rejects"))
+    assert found == EXPECTED_REJECTS
+
+
+def test_every_line_is_an_interaction_or_a_reject(handmade) -> None:
+    kept = {r[0] for r in rows(handmade, "select source_line_number from interactions")}
+    assert kept == {2, 3, 4, 6, 8, 17, 19}
+    assert kept.isdisjoint(EXPECTED_REJECTS)
+    assert len(kept) + len(EXPECTED_REJECTS) == len(LINES) - 1
+
+
+def test_url_spellings_collapse_to_one_video(handmade) -> None:
+    keys = rows(
+        handmade,
+        "select source_line_number, product_key from interactions order by source_line_number",
+    )
+    assert keys[:3] == [(2, "dmm:abc001"), (3, "dmm:abc001"), (4, "dmm:abc001")]
+    assert dict(keys)[19] == "example.com/v/9"
+    videos = rows(handmade, "select count(distinct video_id) from interactions")[0][0]
+    assert videos == 5
+
+
+def test_dedupe_keeps_the_last_line_and_labels_by_stars(handmade) -> None:
+    got = rows(
+        handmade,
+        "select user_id, product_key, stars, label, weight from interactions "
+        "where user_id in ('alice', 'bob') order by user_id, product_key",
+    )
+    assert got == [
+        ("alice", "dmm:abc001", 5, True, 1.0),
+        ("alice", "dmm:abc002", 2, False, 0.4),
+        ("bob", "dmm:abc001", 4, True, 0.8),
+        ("bob", "dmm:abc003", 5, True, 1.0),
+    ]
+
+
+def test_registered_videos_keep_their_id_and_others_are_ingested_idempotently(
+    handmade, tmp_path: Path
+) -> None:
+    registered = rows(
+        handmade,
+        "select distinct cast(video_id as varchar) from interactions "
+        "where product_key = 'dmm:abc003'",
+    )
+    assert registered == [(REGISTERED_ID,)]
+    videos = rows(handmade, "select count(*), count(distinct product_url) from videos")[0]
+    assert videos == (5, 5)  # the registered one + 4 ingested, no duplicate spelling
+    missing = rows(
+        handmade,
+        "select count(*) from interactions i left join videos v on v.id = i.video_id "
+        "where v.id is null",
+    )
+    assert missing == [(0,)]
+
+
+def test_ingested_ids_are_a_function_of_the_product_key(handmade) -> None:
+    ids = dict(
+        rows(
+            handmade,
+            "select product_key, cast(video_id as varchar) from int_video_catalog "
+            "where not is_registered",
+        )
+    )
+    import hashlib
+    import uuid
+
+    for key, video_id in ids.items():
+        assert video_id == str(uuid.UUID(hashlib.md5(f"video:{key}".encode()).hexdigest()))
+
+
+def test_quality_summary_reconciles(handmade) -> None:
+    summary = dict(rows(handmade, "select metric, value from quality_summary"))
+    assert summary["file_data_lines"] == len(LINES) - 1
+    assert summary["interactions"] + summary["rejected_lines"] == summary["file_data_lines"]
+    assert summary["users"] == 5
+    assert summary["positives"] == 6
+
+
+# -- invariants on the larger synthetic scrape --------------------------------------------------
+def test_splits_are_disjoint_per_user_about_80_20(synth_warehouse: Path) -> None:
+    con = duckdb.connect(str(synth_warehouse), read_only=True)
+    per_user = con.execute(
+        "select user_id, count(*) as n, sum(case when split = 'valid' then 1 else 0 end) as v "
+        "from interaction_splits group by user_id"
+    ).fetchall()
+    positives = con.execute("select count(*) from interactions where label").fetchone()[0]
+    total = sum(n for _, n, _ in per_user)
+    valid = sum(v for _, _, v in per_user)
+    assert total == positives  # every positive is split exactly once
+    for _, n, v in per_user:
+        assert (v == 0) if n == 1 else (1 <= v <= n - 1)
+    assert 0.17 < valid / total < 0.33
+    con.close()
+
+
+def test_negatives_are_unreviewed_and_k_per_positive(synth_warehouse: Path) -> None:
+    con = duckdb.connect(str(synth_warehouse), read_only=True)
+    reviewed = con.execute(
+        "select count(*) from negative_samples n join interactions i "
+        "on i.user_id = n.user_id and i.video_id = n.video_id"
+    ).fetchone()[0]
+    per_positive = con.execute(
+        "select count(*) as k from negative_samples group by user_id, positive_video_id"
+    ).fetchall()
+    train = con.execute("select count(*) from interaction_splits where split = 'train'").fetchone()
+    con.close()
+    assert reviewed == 0
+    assert len(per_positive) == train[0]  # every train positive got negatives
+    assert {k for (k,) in per_positive} == {3}
+
+
+def test_same_input_and_seed_give_identical_tables(
+    synth_csv: Path, synth_warehouse: Path, tmp_path: Path
+) -> None:
+    again = tmp_path / "again.duckdb"
+    build_duckdb(synth_csv, again)
+    query = {
+        "interactions": "select user_id, cast(video_id as varchar), stars, label from interactions",
+        "interaction_splits": "select user_id, cast(video_id as varchar), split "
+        "from interaction_splits",
+        "negative_samples": "select user_id, cast(video_id as varchar), "
+        "cast(positive_video_id as varchar) from negative_samples",
+    }
+    first = duckdb.connect(str(synth_warehouse), read_only=True)
+    second = duckdb.connect(str(again), read_only=True)
+    for table, sql in query.items():
+        a = sorted(first.execute(sql).fetchall())
+        b = sorted(second.execute(sql).fetchall())
+        assert a == b, table
+    first.close()
+    second.close()
+
+
+def test_a_different_split_seed_changes_the_split(
+    synth_csv: Path, synth_warehouse: Path, tmp_path: Path
+) -> None:
+    other = tmp_path / "other.duckdb"
+    build_duckdb(synth_csv, other, variables={"split_seed": 7})
+    sql = "select user_id, cast(video_id as varchar) from interaction_splits where split = 'valid'"
+    a = set(duckdb.connect(str(synth_warehouse), read_only=True).execute(sql).fetchall())
+    b = set(duckdb.connect(str(other), read_only=True).execute(sql).fetchall())
+    assert len(a) == len(b) and a != b
+
+
+def test_the_tune_slice_is_carved_out_of_train_by_the_same_rule(synth_warehouse: Path) -> None:
+    con = duckdb.connect(str(synth_warehouse), read_only=True)
+    in_valid = con.execute("select count(*) from interaction_splits where tune and split = 'valid'")
+    assert in_valid.fetchone()[0] == 0
+    per_user = con.execute(
+        "select count(*) filter (where split = 'train'), count(*) filter (where tune) "
+        "from interaction_splits group by user_id"
+    ).fetchall()
+    con.close()
+    assert sum(t for _, t in per_user) > 0
+    for n_train, n_tune in per_user:  # round(n * 0.2), at least 1, at most n - 1; n = 1: none
+        expected = 0 if n_train < 2 else min(n_train - 1, max(1, int(n_train * 0.2 + 0.5)))
+        assert n_tune == expected

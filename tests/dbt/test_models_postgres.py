@@ -1,0 +1,293 @@
+"""COPY load, polars reads, `dbt build --target postgres`, DuckDB/Postgres parity row for row."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pytest
+from polars.testing import assert_frame_equal
+
+from tests.support.pg_server import PgServer
+from trainer.backends.base import RawLoad
+from trainer.backends.duckdb import DuckDBWarehouse
+from trainer.backends.postgres import (
+    HNSW_EF_SEARCH,
+    PostgresWarehouse,
+    ivfflat_lists,
+    ivfflat_probes,
+    ivfflat_similar_probes,
+    vector_index_memory_mb,
+)
+from trainer.backends.profiles import Target, load_target
+from trainer.ingest.load import load_reviews
+from trainer.ingest.synth import SynthConfig, write_synthetic_csv
+from trainer.ml.data import read_dataset
+from trainer.transform.dbt import dbt_command, dbt_env, run_dbt
+
+# The app's tables are in `public` on Postgres, the marts in PGSCHEMA (recsys).
+PG_VARS: dict = {}  # app tables default to public on Postgres (see _sources.yml)
+REGISTERED_ID = "11111111-2222-4333-8444-555555555555"
+
+
+@dataclass
+class Built:
+    duck: DuckDBWarehouse
+    pg: PostgresWarehouse
+    pg_target: Target
+    csv: Path
+    registered_url: str
+
+
+def _registered_spelling(csv: Path) -> str:
+    """Another spelling of the first product in the file (http, tracking query string)."""
+    for line in csv.read_text(encoding="utf-8", errors="replace").splitlines()[1:]:
+        url = line.split(",")[0]
+        if "cid=" in url and url.startswith("https://"):
+            return "http://" + url.removeprefix("https://").rstrip("/") + "/?i3_ref=app"
+    raise AssertionError("no DMM url in the synthetic file")
+
+
+@pytest.fixture(scope="module")
+def built(
+    pg_env: PgServer,  # noqa: F811
+    dbt_scratch: Path,  # noqa: F811
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Built:
+    """The same synthetic CSV through loader + dbt on DuckDB and on Postgres, with one video
+    registered by the app beforehand (spelled differently from the reviews) on both."""
+    work = tmp_path_factory.mktemp("parity")
+    csv = work / "reviews.csv"
+    write_synthetic_csv(csv, SynthConfig(reviews=5_000, seed=11))
+    url = _registered_spelling(csv)
+
+    duck_target = Target("duckdb", "duckdb", "main", {"path": str(work / "warehouse.duckdb")})
+    duck = DuckDBWarehouse(duck_target.duckdb_path)
+    duck.ensure_app_schema()
+    duck.execute("insert into videos (id, product_url) values (?, ?)", (REGISTERED_ID, url))
+    load_reviews(duck, csv)
+    duck.close()  # dbt opens the file itself
+    run_dbt(duck_target, "build", quiet=True)
+    duck = DuckDBWarehouse(duck_target.duckdb_path, read_only=True)
+
+    pg_env.database("dbt_tests")
+    pg_target = load_target("postgres")
+    pg = PostgresWarehouse.from_target(pg_target)
+    pg.ensure_app_schema()
+    pg.execute("insert into videos (id, product_url) values (?, ?)", (REGISTERED_ID, url))
+    load_reviews(pg, csv)
+    run_dbt(pg_target, "build", quiet=True, variables=PG_VARS)
+    yield Built(duck, pg, pg_target, csv, url)
+    duck.close()
+    pg.close()
+
+
+# -- load and read ----------------------------------------------------------------------------
+def test_copy_load_replaces_raw_tables(built: Built) -> None:
+    pg = built.pg
+    loads = pg.read("select * from raw.loads")
+    assert loads.height == 1
+    reviews = pg.read("select count(*) as n from raw.reviews")["n"][0]
+    rejects = pg.read("select count(*) as n from raw.load_rejects")["n"][0]
+    assert loads["parsed_rows"][0] == reviews and loads["rejected_lines"][0] == rejects
+    assert loads["data_lines"][0] == reviews + rejects
+    duck_raw = built.duck.read("select * from raw.reviews order by line_number")
+    pg_raw = pg.read("select * from raw.reviews order by line_number")
+    assert_frame_equal(duck_raw, pg_raw, check_dtypes=False)
+    assert_frame_equal(
+        built.duck.read("select * from raw.load_rejects order by line_number"),
+        pg.read("select * from raw.load_rejects order by line_number"),
+        check_dtypes=False,
+    )
+
+
+def test_copy_load_keeps_awkward_text_exactly(pg_env: PgServer) -> None:  # noqa: F811
+    pg_env.database("dbt_tests_text", activate=False)
+    awkward = ["", " ", '"quoted", comma', "line\\backslash", "\\.", "tab\there", "日本語", "\r"]
+    n = len(awkward)
+    load = RawLoad(
+        reviews=pa.table(
+            {
+                "line_number": pa.array(range(2, n + 2), pa.int64()),
+                "product_url": awkward,
+                "reviewer_id": list(reversed(awkward)),
+                "stars": ["5"] * n,
+            }
+        ),
+        rejects=pa.table(
+            {
+                "line_number": pa.array([n + 2], pa.int64()),
+                "reason": ["ragged_line"],
+                "raw_line": ['a,"b'],
+            }
+        ),
+        source_path="/x.csv",
+        sha256="0" * 64,
+        data_lines=n + 1,
+    )
+    with PostgresWarehouse.from_target(pg_env.target("dbt_tests_text")) as pg:
+        pg.replace_raw(load)
+        pg.replace_raw(load)  # a second load replaces, never appends
+        back = pg.read("select * from raw.reviews order by line_number")
+        assert back["product_url"].to_list() == awkward
+        assert back["reviewer_id"].to_list() == list(reversed(awkward))
+        assert pg.read("select raw_line from raw.load_rejects")["raw_line"].to_list() == ['a,"b']
+
+
+def test_read_returns_typed_polars_frames(built: Built) -> None:
+    frame = built.pg.read(
+        "select 1::int as i, 2::bigint as b, 0.5::float8 as f, 'NaN'::float8 as nan, "
+        "true as t, null::boolean as nb, ''::text as empty, null::text as missing, "
+        "1.25::numeric as num, '2024-01-02'::date as d, "
+        "'2024-01-02 03:04:05.123456+00'::timestamptz as ts, "
+        "'00000000-0000-0000-0000-000000000001'::uuid as u, '[1,2.5]'::vector as v, "
+        "'100%' as pct, ? as param, ? as n_param, 'what?' as q",
+        ("p", 7),
+    )
+    row = frame.row(0, named=True)
+    assert row["i"] == 1 and frame.schema["i"] == pl.Int32
+    assert row["b"] == 2 and frame.schema["b"] == pl.Int64
+    assert row["f"] == 0.5 and row["nan"] != row["nan"]
+    assert row["t"] is True and row["nb"] is None and frame.schema["t"] == pl.Boolean
+    assert row["empty"] == "" and row["missing"] is None
+    assert row["num"] == 1.25
+    assert str(row["d"]) == "2024-01-02"
+    assert row["ts"].isoformat() == "2024-01-02T03:04:05.123456+00:00"
+    assert row["u"] == "00000000-0000-0000-0000-000000000001"
+    assert row["v"] == [1.0, 2.5]
+    assert row["pct"] == "100%" and row["param"] == "p" and row["n_param"] == 7
+    assert row["q"] == "what?"
+    empty = built.pg.read("select 1 as a, 'x' as b where false")
+    assert empty.height == 0 and empty.columns == ["a", "b"]
+
+
+def test_table_exists_and_read_dataset_match_duckdb(built: Built) -> None:
+    assert built.pg.table_exists("interactions")
+    assert not built.pg.table_exists("no_such_table")
+    duck = read_dataset(built.duck)
+    pg = read_dataset(built.pg)
+    assert pg.fingerprint == duck.fingerprint
+    assert pg.user_ids == duck.user_ids and pg.video_ids == duck.video_ids
+    # the same pairs (row order of an unordered query may differ between engines)
+    assert _pairs(pg.train_users, pg.train_items) == _pairs(duck.train_users, duck.train_items)
+    assert _pairs(*pg.negatives) == _pairs(*duck.negatives)
+
+
+def _pairs(users, items) -> list[tuple[int, int]]:
+    return sorted(zip(users.tolist(), items.tolist(), strict=True))
+
+
+# -- dbt on Postgres --------------------------------------------------------------------------
+def test_dbt_build_passed_and_every_line_is_accounted_for(built: Built) -> None:
+    summary = dict(built.pg.read("select metric, value from quality_summary").iter_rows())
+    assert summary["file_data_lines"] == summary["interactions"] + summary["rejected_lines"]
+    assert summary["negative_samples"] > 0 and summary["valid_positives"] > 0
+
+
+def test_unregistered_videos_are_ingested_and_registered_ones_reused(built: Built) -> None:
+    pg = built.pg
+    catalog = pg.read("select * from int_video_catalog")
+    registered = catalog.filter(pl.col("is_registered"))
+    assert registered["video_id"].to_list() == [REGISTERED_ID]
+    videos = pg.read("select cast(id as text) as id, product_url from public.videos")
+    assert videos.height == catalog.height  # every reviewed product is a video now
+    assert set(videos["id"]) == set(catalog["video_id"])
+    assert videos.filter(pl.col("id") == REGISTERED_ID)["product_url"][0] == built.registered_url
+    ingested = dict(pg.read("select metric, value from quality_summary").iter_rows())[
+        "videos_ingested"
+    ]
+    assert ingested == catalog.height - 1
+
+
+# -- parity: the same CSV gives the same marts on both engines ----------------------------------
+PARITY = {
+    "interactions": (
+        "select user_id, cast(video_id as varchar) as video_id, product_key, stars, label, "
+        "weight, source_line_number from interactions",
+        ["user_id", "video_id"],
+    ),
+    "interaction_splits": (
+        "select user_id, cast(video_id as varchar) as video_id, split, tune "
+        "from interaction_splits",
+        ["user_id", "video_id"],
+    ),
+    "negative_samples": (
+        "select user_id, cast(video_id as varchar) as video_id, "
+        "cast(positive_video_id as varchar) as positive_video_id, negative_rank "
+        "from negative_samples",
+        ["user_id", "positive_video_id", "negative_rank"],
+    ),
+    "review_rejects": (
+        "select line_number, stage, reason, raw_line, product_url, reviewer_id, stars "
+        "from review_rejects",
+        ["line_number"],
+    ),
+    "quality_summary": ("select metric, value from quality_summary", ["metric"]),
+    "quality_rejects_by_reason": (
+        "select stage, reason, lines, first_line from quality_rejects_by_reason",
+        ["stage", "reason"],
+    ),
+}
+
+
+@pytest.mark.parametrize("table", list(PARITY))
+def test_duckdb_and_postgres_give_identical_marts(built: Built, table: str) -> None:
+    query, keys = PARITY[table]
+    duck = built.duck.read(query).sort(keys)
+    pg = built.pg.read(query).sort(keys)
+    assert duck.height > 0
+    assert duck.height == pg.height
+    assert_frame_equal(duck, pg, check_dtypes=False)
+
+
+# -- the vector index rule: dbt macro and Python agree --------------------------------------
+def test_ivfflat_rule_is_the_same_in_dbt_and_python(built: Built) -> None:
+    rows = [0, 1, 999, 5_000, 10_999, 11_000, 123_456, 999_999, 1_000_000, 1_000_001, 4_000_000]
+    inline = (
+        "{% for r in " + str(rows) + " %}RULE:{{ r }}:{{ ivfflat_lists(r) }}:"
+        "{{ ivfflat_probes(ivfflat_lists(r)) }}:{{ ivfflat_similar_probes(ivfflat_lists(r)) }}:"
+        "{{ vector_index_memory_mb(r, 256) }};{% endfor %}EF:{{ hnsw_ef_search() }};"
+    )
+    result = subprocess.run(
+        dbt_command(built.pg_target, "compile", "--inline", inline),
+        env=dbt_env(built.pg_target),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    found = {
+        int(r): (int(lists), int(probes), int(similar), int(memory))
+        for r, lists, probes, similar, memory in re.findall(
+            r"RULE:(\d+):(\d+):(\d+):(\d+):(\d+);", result.stdout
+        )
+    }
+    expected = {
+        r: (
+            ivfflat_lists(r),
+            ivfflat_probes(ivfflat_lists(r)),
+            ivfflat_similar_probes(ivfflat_lists(r)),
+            vector_index_memory_mb(r, 256),
+        )
+        for r in rows
+    }
+    assert found == expected
+    assert f"EF:{HNSW_EF_SEARCH};" in result.stdout
+    assert expected[0][0] == 10 and expected[123_456][0] == 123 and expected[4_000_000][0] == 2000
+
+
+# (last: it changes what quality_summary reports)
+def test_rerunning_the_ingest_is_idempotent(built: Built) -> None:
+    before = built.pg.read("select cast(id as text) as id, product_url from public.videos")
+    interactions = built.pg.read("select count(*) as n from interactions")["n"][0]
+    # with its descendants: rebuilding a table on Postgres drops the views that depend on it
+    run_dbt(built.pg_target, "run", "--select", "int_video_catalog+", quiet=True, variables=PG_VARS)
+    after = built.pg.read("select cast(id as text) as id, product_url from public.videos")
+    assert_frame_equal(before.sort("id"), after.sort("id"))
+    assert built.pg.read("select count(*) as n from interactions")["n"][0] == interactions
+    summary = dict(built.pg.read("select metric, value from quality_summary").iter_rows())
+    assert summary["videos_ingested"] == 0  # all registered by the first run

@@ -1,0 +1,1 @@
+"""Whole commands end to end, as CI and people run them."""

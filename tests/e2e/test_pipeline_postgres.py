@@ -1,0 +1,61 @@
+"""The weekly pipeline end to end on a real Postgres + pgvector: the command the workflow runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.support.pg_server import PgServer
+from tests.support.warehouses import output_flags
+from trainer.cli import main
+from trainer.ingest.synth import SynthConfig, write_synthetic_csv
+
+FLAGS = ["--target", "postgres", "--epochs", "12", "--embedding-dim", "32", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def db(pg_env: PgServer, tmp_path_factory: pytest.TempPathFactory):  # noqa: F811
+    pg_env.database("pipeline")
+    csv = tmp_path_factory.mktemp("pgpipe") / "reviews.csv"
+    write_synthetic_csv(csv, SynthConfig(reviews=25_000, seed=5, genres=24))
+    return pg_env, csv, tmp_path_factory.mktemp("pgpipe-out")
+
+
+def pipeline(csv: Path, out: Path, *extra: str) -> int:
+    return main(["pipeline", str(csv), *FLAGS, *output_flags(out), *extra])
+
+
+def test_two_weekly_runs_publish_then_replace(db, monkeypatch, capsys) -> None:
+    server, csv, out = db
+    for name in ("SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY", "SLACK_WEBHOOK_URL"):
+        monkeypatch.delenv(name, raising=False)
+    assert pipeline(csv, out) == 0
+    assert pipeline(csv, out) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("gate: PASSED") == 2 and "against the champion" in printed
+    with server.connect("pipeline") as con:
+        runs = con.execute(
+            "select model_version, gate_passed, published from public.model_runs "
+            "order by started_at"
+        ).fetchall()
+        versions = con.execute(
+            "select distinct model_version from public.video_embeddings "
+            "union select distinct model_version from public.user_embeddings"
+        ).fetchall()
+        indexes = con.execute(
+            "select indexdef from pg_indexes where tablename like 'video_embeddings_%' "
+            "and indexdef like '%ivfflat%'"
+        ).fetchall()
+        reviewed = {
+            str(r[0])
+            for r in con.execute(
+                "select video_id from recsys.interactions where user_id = 'rv0000002'"
+            ).fetchall()
+        }
+    assert [r[1:] for r in runs] == [(True, True), (True, True)]
+    assert versions == [(runs[-1][0],)]  # only the new version's vectors remain
+    assert len(indexes) == 1  # built for the new embedding space (its slot) only
+    assert main(["recommend", "--target", "postgres", "--user", "rv0000002"]) == 0
+    listed = [line.split()[2] for line in capsys.readouterr().out.splitlines()[3:]]
+    assert len(listed) == 10 and not reviewed.intersection(listed)

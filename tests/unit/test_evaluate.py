@@ -1,0 +1,90 @@
+"""Metrics against hand-computed cases, and the masking of train items."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from tests.support.datasets import tiny_dataset
+from trainer.ml.data import Csr
+from trainer.ml.evaluate import evaluate, hit_matrix, popularity_scorer, ranking_metrics, top_k
+
+
+def test_metrics_match_a_hand_computed_example() -> None:
+    # One user with 3 valid items; hits at ranks 1 and 3 of the top 4.
+    hits = np.array([[True, False, True, False]])
+    m = ranking_metrics(hits, n_valid=np.array([3]), ks=(2, 4))
+    assert m["recall@2"][0] == pytest.approx(1 / 3)
+    assert m["recall@4"][0] == pytest.approx(2 / 3)
+    assert m["precision@4"][0] == pytest.approx(2 / 4)
+    # AP@4 = (P@1 + P@3) / min(3, 4) = (1 + 2/3) / 3
+    assert m["map@4"][0] == pytest.approx((1 + 2 / 3) / 3)
+    # NDCG@4 = (1/log2(2) + 1/log2(4)) / (1/log2(2) + 1/log2(3) + 1/log2(4))
+    ideal = 1 + 1 / math.log2(3) + 1 / math.log2(4)
+    assert m["ndcg@4"][0] == pytest.approx((1 + 1 / math.log2(4)) / ideal)
+    # At K=2 only one hit, ideal has min(3, 2) = 2 hits.
+    assert m["ndcg@2"][0] == pytest.approx(1 / (1 + 1 / math.log2(3)))
+    assert m["map@2"][0] == pytest.approx(1 / 2)
+
+
+def test_train_items_are_masked_from_the_ranking() -> None:
+    data = tiny_dataset()
+    scores = torch.tensor([[9.0, 8.0, 1.0, 2.0, 3.0], [9.0, 1.0, 0.0, 8.0, 7.0]])
+    top = top_k(
+        lambda users: scores[torch.as_tensor(users)], np.array([0, 1]), data.train, 2, data.n_items
+    )
+    assert top.tolist() == [[4, 3], [1, 2]]
+
+
+def test_out_of_catalog_valid_items_count_in_the_recall_denominator() -> None:
+    data = tiny_dataset()
+    scores = torch.tensor([[0.0, 0.0, 5.0, 1.0, 0.5], [0.0, 5.0, 0.0, 0.0, 0.0]])
+    result = evaluate(lambda users: scores[torch.as_tensor(users)], data, ks=(1,))
+    assert result.per_user["recall@1"].tolist() == [0.5, 1.0]  # user 0: 1 hit of 2 valid
+    assert result.metrics["recall@1"] == pytest.approx(0.75)
+    assert result.metrics["coverage@1"] == pytest.approx(2 / 5)
+
+
+def test_popularity_baseline_ranks_by_train_counts() -> None:
+    data = tiny_dataset()
+    top = top_k(popularity_scorer(data), np.array([0]), data.train, 3, data.n_items)
+    # counts: item0=2, others 1 or 0; items 0 and 1 are user 0's train items and are masked.
+    assert top[0][0] in (3, 4) and 0 not in top[0] and 1 not in top[0]
+
+
+def test_hit_matrix_marks_only_valid_items() -> None:
+    valid = Csr.from_pairs(np.array([0, 0, 1]), np.array([2, 4, 1]), 2)
+    hits = hit_matrix(np.array([[4, 1], [1, 2]]), np.array([0, 1]), valid, 5)
+    assert hits.tolist() == [[True, False], [True, False]]
+
+
+def test_popularity_top_k_without_a_score_matrix_matches_full_scoring() -> None:
+    rng = np.random.default_rng(0)
+    users, items = rng.integers(0, 40, 600), rng.zipf(1.5, 600) % 90
+    train = Csr.from_pairs(users, items, 40)
+    data = tiny_dataset()
+    data = type(data)(**{**data.__dict__, "train_users": users, "train_items": items,
+                         "train": train, "video_ids": [f"v{i}" for i in range(90)],
+                         "user_ids": [f"u{i}" for i in range(40)]})  # fmt: skip
+    scorer = popularity_scorer(data)
+    chunk = np.arange(40)
+    fast = top_k(scorer, chunk, train, 10, 90)
+    full = top_k(lambda c: scorer(c), chunk, train, 10, 90)  # the same scores, no `order`
+    counts = data.item_counts()
+    assert np.array_equal(counts[fast], counts[full])  # the same ranking up to ties
+    for u in chunk:  # and never a train positive
+        assert not set(fast[u]) & set(train.indices[train.indptr[u] : train.indptr[u + 1]])
+
+
+def test_the_final_evaluation_scores_fewer_users_of_a_huge_catalog() -> None:
+    from trainer.jobs.training import final_eval_limit
+    from trainer.ml.config import TrainConfig
+
+    cfg = TrainConfig(final_eval_users=20_000, final_eval_scores=1_000_000_000)
+    assert final_eval_limit(cfg, 10_000) == 20_000  # 2e8 scores: all 20k
+    assert final_eval_limit(cfg, 250_000) == 4_000  # the budget
+    assert final_eval_limit(cfg, 10_000_000) == 2_000  # never under 2,000
+    assert final_eval_limit(TrainConfig(final_eval_users=0), 10_000_000) == 0  # 0: everyone

@@ -1,0 +1,212 @@
+"""The embedded default: one DuckDB file, nothing to start.
+
+Embeddings are FLOAT[D] arrays and similarity is exact (array_cosine_distance): at this scale a
+scan is fast enough and needs no index to keep fresh.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from trainer.backends.base import (
+    DEFAULT_COLUMN_DIM,
+    RawLoad,
+    Recommendation,
+    ServingTables,
+    Warehouse,
+    check_vectors,
+    check_widths,
+    pad_to,
+)
+from trainer.errors import UserError
+
+SQL_DIR = Path(__file__).resolve().parents[2] / "sql" / "duckdb"
+
+
+class DuckDBWarehouse(Warehouse):
+    kind = "duckdb"
+
+    def __init__(self, path: Path, schema: str = "main", read_only: bool = False) -> None:
+        super().__init__(schema)
+        self.path = path
+        if read_only and not path.exists():
+            raise UserError(f"no warehouse at {path}: run `python -m trainer load CSV` first")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.con = duckdb.connect(str(path), read_only=read_only)
+
+    # -- schema -------------------------------------------------------------------------------
+    def ensure_app_schema(self, column_dim: int = DEFAULT_COLUMN_DIM) -> None:
+        ddl = (SQL_DIR / "app_schema.sql").read_text().replace("{dim}", str(int(column_dim)))
+        self.execute(ddl)
+
+    def embedding_column_dim(self, table: str) -> int:
+        row = self.con.execute(
+            "select data_type from information_schema.columns "
+            "where table_schema = ? and table_name = ? and column_name = 'embedding'",
+            [self.schema, table],
+        ).fetchall()
+        if not row:
+            raise UserError(f"{table}.embedding does not exist; run the load step first")
+        # e.g. FLOAT[256]
+        return int(row[0][0].rsplit("[", 1)[1].rstrip("]"))
+
+    # -- data in and out ----------------------------------------------------------------------
+    def replace_raw(self, load: RawLoad) -> None:
+        con = self.con
+        self.execute("begin transaction")
+        try:
+            self.execute("create schema if not exists raw")
+            con.register("reviews_in", load.reviews)
+            con.register("rejects_in", load.rejects)
+            self.execute("create or replace table raw.reviews as select * from reviews_in")
+            self.execute("create or replace table raw.load_rejects as select * from rejects_in")
+            self.execute(
+                "create or replace table raw.loads as select ? as source_path, ? as sha256, "
+                "cast(? as bigint) as data_lines, cast(? as bigint) as parsed_rows, "
+                "cast(? as bigint) as rejected_lines, current_timestamp as loaded_at",
+                [
+                    load.source_path,
+                    load.sha256,
+                    load.data_lines,
+                    load.reviews.num_rows,
+                    load.rejects.num_rows,
+                ],
+            )
+            self.execute("commit")
+        except BaseException:
+            self.execute("rollback")
+            raise
+        finally:
+            con.unregister("reviews_in")
+            con.unregister("rejects_in")
+
+    def read(self, sql: str, params: tuple[Any, ...] = ()) -> pl.DataFrame:
+        return pl.from_arrow(self.con.sql(sql, params=list(params) or None).to_arrow_table())
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
+        self.con.execute(sql, list(params)).fetchall()
+
+    def publish_embeddings(
+        self,
+        videos: tuple[list[str], np.ndarray],
+        users: tuple[list[str], np.ndarray],
+        model_version: str,
+        serving: ServingTables | None = None,
+    ) -> None:
+        if serving is not None:
+            raise UserError(
+                "a DuckDB warehouse is published to only where it was trained (its marts are "
+                "what recommend reads); publish to another Postgres target instead"
+            )
+        # The checks Postgres makes too (trainer/backends/base.py), before anything is written.
+        video_ids, user_ids = [str(i) for i in videos[0]], [str(i) for i in users[0]]
+        video_matrix = check_vectors(video_ids, videos[1], "video_embeddings")
+        user_matrix = check_vectors(user_ids, users[1], "user_embeddings")
+        check_widths(video_matrix, user_matrix)
+        # (table, key column, key expression, ids, vectors): one statement shape for both.
+        tables = [
+            ("video_embeddings", "video_id", "cast(video_id as uuid)", video_ids, video_matrix),
+            ("user_embeddings", "user_id", "user_id", user_ids, user_matrix),
+        ]
+        con = self.con
+        self.execute("begin transaction")
+        try:
+            for table, key, key_sql, ids, matrix in tables:
+                dim = self.embedding_column_dim(table)
+                con.register("vectors_in", _vectors_table(key, ids, pad_to(matrix, dim, table)))
+                self.execute(f"delete from {table}")
+                self.execute(
+                    f"insert into {table} ({key}, embedding, model_version, updated_at) "
+                    f"select {key_sql}, cast(embedding as float[{dim}]), ?, current_timestamp "
+                    "from vectors_in",
+                    [model_version],
+                )
+                con.unregister("vectors_in")
+            self.execute("commit")
+        except BaseException:
+            self.execute("rollback")
+            raise
+
+    def record_run(self, run: dict[str, Any]) -> None:
+        """Insert or update one model_runs row (JSON columns given as Python objects)."""
+        columns = list(run)
+        values = [json.dumps(v) if isinstance(v, dict | list) else v for v in run.values()]
+        updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c != "model_version")
+        self.con.execute(
+            f"insert into model_runs ({', '.join(columns)}) "
+            f"values ({', '.join('?' for _ in columns)}) "
+            f"on conflict (model_version) do update set {updates}",
+            values,
+        )
+
+    # -- serving ------------------------------------------------------------------------------
+    def recommend(self, user_id: str, k: int) -> list[Recommendation]:
+        known = self.con.execute(
+            "select exists(select 1 from user_embeddings where user_id = ?), "
+            "exists(select 1 from interactions where user_id = ?)",
+            [user_id, user_id],
+        ).fetchall()[0]
+        if not known[0] and not known[1]:
+            raise UserError(f"unknown user id {user_id!r}: no embedding and no reviews")
+        if known[0]:
+            sql = """
+                select cast(v.video_id as varchar), videos.product_url,
+                       1 - array_cosine_distance(v.embedding, u.embedding) as score
+                from video_embeddings as v
+                join user_embeddings as u on u.user_id = ?
+                join videos on videos.id = v.video_id
+                where not exists (
+                    select 1 from interactions as i
+                    where i.user_id = u.user_id and i.video_id = v.video_id)
+                order by score desc, v.video_id
+                limit ?"""
+        else:
+            sql = _POPULAR_SQL
+        rows = self.con.execute(sql, [user_id, k]).fetchall()
+        return [Recommendation(str(r[0]), r[1], float(r[2])) for r in rows]
+
+    def similar(self, video_id: str, k: int) -> list[Recommendation]:
+        rows = self.con.execute(
+            """
+            select cast(v.video_id as varchar), videos.product_url,
+                   1 - array_cosine_distance(v.embedding, q.embedding) as score
+            from video_embeddings as v
+            join video_embeddings as q on q.video_id = cast(? as uuid)
+            join videos on videos.id = v.video_id
+            where v.video_id <> q.video_id
+            order by score desc, v.video_id
+            limit ?""",
+            [video_id, k],
+        ).fetchall()
+        return [Recommendation(str(r[0]), r[1], float(r[2])) for r in rows]
+
+    def close(self) -> None:
+        self.con.close()
+
+
+# Users without a vector (reviewers with no positive in train) get the most-liked videos.
+_POPULAR_SQL = """
+    select cast(i.video_id as varchar), videos.product_url,
+           cast(count(*) as double) as score
+    from interactions as i
+    join videos on videos.id = i.video_id
+    join video_embeddings as e on e.video_id = i.video_id
+    where i.label and not exists (
+        select 1 from interactions as mine
+        where mine.user_id = ? and mine.video_id = i.video_id)
+    group by i.video_id, videos.product_url
+    order by score desc, i.video_id
+    limit ?"""
+
+
+def _vectors_table(key: str, ids: list[str], padded: np.ndarray) -> pa.Table:
+    flat = pa.array(padded.reshape(-1), type=pa.float32())
+    vectors = pa.FixedSizeListArray.from_arrays(flat, padded.shape[1])
+    return pa.table({key: pa.array(ids, type=pa.string()), "embedding": vectors})

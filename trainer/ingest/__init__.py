@@ -1,0 +1,1 @@
+"""Ingest: the scraped CSV (or a synthetic one) -> raw tables; every bad line a recorded reject."""

@@ -1,0 +1,79 @@
+"""User-batched epochs: each step takes a batch of users with all of their train positives.
+
+Every epoch, each train positive is drawn, with probability `holdout`, as a *target* (to predict)
+and otherwise as *input* (pooled into the user tower). The model so learns to find a user's other
+videos from part of their history — the task evaluation poses — and never sees a target in its
+own input. An epoch touches each train positive once: its cost is linear in the number of train
+positives whatever the history lengths (no per-row history recomputation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from trainer.ml.data import Csr
+
+
+@dataclass(frozen=True)
+class UserBatch:
+    users: torch.Tensor  # [B] user indices
+    input_rows: torch.Tensor  # batch row of each pooled history item
+    input_items: torch.Tensor
+    target_rows: torch.Tensor  # batch row of each target
+    target_items: torch.Tensor
+    target_weights: torch.Tensor  # per target (stars / 5, or 1)
+    negatives: torch.Tensor | None = None  # bce: the SQL negatives of the batch's users
+    negative_rows: torch.Tensor | None = None
+
+
+def _rows_of(indptr: np.ndarray, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(batch row, position in the CSR arrays) of every entry of `users`, in batch order."""
+    starts, lengths = indptr[users], indptr[users + 1] - indptr[users]
+    rows = np.repeat(np.arange(len(users)), lengths)
+    offsets = np.cumsum(lengths) - lengths
+    positions = np.arange(int(lengths.sum())) - offsets[rows] + starts[rows]
+    return rows, positions
+
+
+def user_batches(
+    train: Csr,
+    weights: np.ndarray,
+    batch_size: int,
+    holdout: float,
+    rng: np.random.Generator,
+    device: torch.device,
+    negatives: Csr | None = None,
+) -> Iterator[UserBatch]:
+    """One epoch of batches in a seeded random user order. `weights` is aligned with
+    `train.indices`; `negatives` (per user, for bce) ride along with their users."""
+    is_target = rng.random(len(train.indices)) < holdout
+    order = rng.permutation(len(train.indptr) - 1)
+
+    def tensor(values: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(values).to(device)
+
+    for start in range(0, len(order), batch_size):
+        users = order[start : start + batch_size]
+        rows, positions = _rows_of(train.indptr, users)
+        target = is_target[positions]
+        negative_rows = negative_items = None
+        if negatives is not None:
+            neg_rows, neg_positions = _rows_of(negatives.indptr, users)
+            negative_rows, negative_items = (
+                tensor(neg_rows),
+                tensor(negatives.indices[neg_positions]),
+            )
+        yield UserBatch(
+            users=tensor(users),
+            input_rows=tensor(rows[~target]),
+            input_items=tensor(train.indices[positions[~target]]),
+            target_rows=tensor(rows[target]),
+            target_items=tensor(train.indices[positions[target]]),
+            target_weights=tensor(weights[positions[target]]),
+            negatives=negative_items,
+            negative_rows=negative_rows,
+        )

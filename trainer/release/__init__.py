@@ -1,0 +1,1 @@
+"""Release: the model artifact, the quality gate that decides, and where artifacts are stored."""

@@ -1,0 +1,1 @@
+"""Transform: runs the dbt project (raw tables -> clean interactions, splits, negatives, marts)."""
