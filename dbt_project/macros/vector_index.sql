@@ -1,8 +1,8 @@
 {#- ANN indexes for the embedding tables (pgvector), rebuilt after every publish: ivfflat
     centroids are k-means of one embedding space, so an index built for last week's model
-    answers this week's queries badly. The Python publish (trainer/backends/postgres.py) applies
-    the same rules inside its publish transaction (tests/test_postgres_dbt.py checks that both
-    give the same lists, probes, ef_search and memory; tests/test_postgres_publish.py runs this
+    answers this week's queries badly. The Python publish (trainer/backends/postgres/ann.py) applies
+    the same rules inside its publish transaction (tests/dbt/test_models_postgres.py checks that both
+    give the same lists, probes, ef_search and memory; tests/backends/test_postgres_publish.py runs this
     macro against a real Postgres).
 
     dbt run-operation rebuild_vector_index --args '{relation: public.video_embeddings}' --target postgres

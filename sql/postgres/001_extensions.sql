@@ -1,7 +1,7 @@
 -- 001: pgvector.
 --
 -- Placeholders (filled by `python -m trainer migrate --target postgres`, which calls
--- PostgresWarehouse.ensure_app_schema; see trainer/backends/postgres.py:render_migrations):
+-- PostgresWarehouse.ensure_app_schema; see trainer/backends/postgres/migrations.py:render_migrations):
 --   {dim}            the embedding columns' dimension (256 by default)
 --   {marts_schema}   the schema of the dbt marts (profiles.yml `schema`: PGSCHEMA, default recsys)
 --   {vector_schema}  where pgvector lives (Supabase: `extensions`; elsewhere usually public)

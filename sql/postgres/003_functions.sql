@@ -9,7 +9,7 @@
 --
 -- ANN settings travel with the functions (SET clauses): each publish rebuilds the index and
 -- retunes ivfflat.probes on both functions in the same transaction (see
--- trainer/backends/postgres.py:ivfflat_probes, ivfflat_similar_probes and the
+-- trainer/backends/postgres/ann.py:ivfflat_probes, ivfflat_similar_probes and the
 -- rebuild_vector_index dbt macro); similar_videos gets more probes (item-to-item queries need
 -- them for the same recall).
 --

@@ -11,11 +11,10 @@ from tests.support.pg_server import (
     PgvectorUnusable,
     check_pgvector,
     cpu_has,
-    pg_env,  # noqa: F401
 )
 
 
-def test_the_suite_server_passes_the_pgvector_check(pg_env: PgServer) -> None:  # noqa: F811
+def test_the_suite_server_passes_the_pgvector_check(pg_env: PgServer) -> None:
     check_pgvector(pg_env)  # the real probes: 256-dim distance, ivfflat and hnsw builds
     assert any("ivfflat" in sql for _, sql in PROBES) and any("hnsw" in sql for _, sql in PROBES)
     with pg_env.connect() as con:
@@ -24,7 +23,7 @@ def test_the_suite_server_passes_the_pgvector_check(pg_env: PgServer) -> None:  
 
 
 def test_a_backend_that_dies_mid_check_stops_with_one_clear_message(
-    pg_env: PgServer,  # noqa: F811
+    pg_env: PgServer,
 ) -> None:
     # A backend killed while it runs a probe looks, to the client, exactly like pgvector's SIGILL.
     dying = (

@@ -13,7 +13,6 @@ import psycopg
 import pytest
 
 from tests.support.pg_server import PgServer
-from trainer.backends import postgres as postgres_module
 from trainer.backends.postgres import (
     ANN_INDEX_SUFFIX,
     HNSW_EF_SEARCH,
@@ -25,6 +24,7 @@ from trainer.backends.postgres import (
     ivfflat_similar_probes,
     other_slot,
 )
+from trainer.backends.postgres import slots as slots_module
 from trainer.errors import UserError
 from trainer.ml.model import fold_in
 from trainer.transform.dbt import run_dbt
@@ -148,7 +148,7 @@ def function_probes(con: psycopg.Connection) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def world(pg_env: PgServer) -> World:  # noqa: F811
+def world(pg_env: PgServer) -> World:
     pg_env.database(DB)
     wh = PostgresWarehouse.from_target(pg_env.target(DB))
     wh.ensure_app_schema()
@@ -159,7 +159,7 @@ def world(pg_env: PgServer) -> World:  # noqa: F811
             "'https://www.dmm.co.jp/-/detail/=/cid=v' || generate_series(0, %s - 1)",
             (video_ids, len(video_ids)),
         )
-        # A stand-in for the dbt mart (built for real in test_postgres_dbt.py).
+        # A stand-in for the dbt mart (built for real in tests/dbt/test_models_postgres.py).
         con.execute(
             "create table recsys.interactions (user_id text, video_id uuid, stars integer, "
             "label boolean, weight double precision)"
@@ -443,8 +443,8 @@ def test_a_long_transaction_on_the_views_fails_the_publish_instead_of_stalling_t
     would queue the app's reads behind the publish for as long as an open analyst session
     lasts. The wait is bounded: after its tries the publish fails with the session named, and
     the previous version stays published."""
-    monkeypatch.setattr(postgres_module, "SWAP_LOCK_TIMEOUT", "200ms")
-    monkeypatch.setattr(postgres_module, "SWAP_ATTEMPTS", 2)
+    monkeypatch.setattr(slots_module, "SWAP_LOCK_TIMEOUT", "200ms")
+    monkeypatch.setattr(slots_module, "SWAP_ATTEMPTS", 2)
     publish(world.wh, world, "t1", seed=41)
     with world.connect() as con:
         before = state(con)
@@ -632,7 +632,7 @@ def test_hnsw_index_method(world: World, monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_dbt_macro_rebuilds_the_index_the_same_way(
     world: World,
-    dbt_scratch,  # noqa: F811
+    dbt_scratch,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("PGDATABASE", DB)  # dbt renders profiles.yml from the environment

@@ -47,7 +47,7 @@ def _catalog_snapshot(con: psycopg.Connection) -> dict[str, list]:
 
 
 @pytest.fixture(scope="module")
-def migrated(pg_env: PgServer) -> PgServer:  # noqa: F811
+def migrated(pg_env: PgServer) -> PgServer:
     pg_env.database("schema_tests")
     with _warehouse() as warehouse:
         warehouse.ensure_app_schema()
@@ -205,7 +205,7 @@ def test_rls_and_policies(migrated: PgServer) -> None:
         assert not writers
 
 
-def test_column_dimension_is_configurable(pg_env: PgServer) -> None:  # noqa: F811
+def test_column_dimension_is_configurable(pg_env: PgServer) -> None:
     pg_env.database("schema_dim64")
     with _warehouse() as warehouse:
         warehouse.ensure_app_schema(64)
@@ -215,7 +215,7 @@ def test_column_dimension_is_configurable(pg_env: PgServer) -> None:  # noqa: F8
             warehouse.ensure_app_schema(4096)
 
 
-def test_an_existing_app_videos_table_is_left_alone(pg_env: PgServer) -> None:  # noqa: F811
+def test_an_existing_app_videos_table_is_left_alone(pg_env: PgServer) -> None:
     pg_env.database("schema_app_videos")
     with pg_env.connect("schema_app_videos") as con:
         con.execute(
@@ -241,7 +241,7 @@ def test_an_existing_app_videos_table_is_left_alone(pg_env: PgServer) -> None:  
         ).fetchone() == (1,)
 
 
-def test_an_install_from_before_the_slots_keeps_its_vectors(pg_env: PgServer) -> None:  # noqa: F811
+def test_an_install_from_before_the_slots_keeps_its_vectors(pg_env: PgServer) -> None:
     """video_embeddings used to be a table: the migration makes it slot a (rows, keys, index,
     policies and grants with it) under the view, and the next publish fills slot b."""
     pg_env.database("schema_before_slots")
@@ -327,7 +327,7 @@ def test_an_install_from_before_the_slots_keeps_its_vectors(pg_env: PgServer) ->
         ).fetchone() == (0, 0)
 
 
-def test_migrations_without_api_roles_apply_on_plain_postgres(pg_env: PgServer) -> None:  # noqa: F811
+def test_migrations_without_api_roles_apply_on_plain_postgres(pg_env: PgServer) -> None:
     """No anon/authenticated/service_role: the grants and policies are skipped, not errors."""
     rendered = dict(render_migrations(256, "recsys"))
     assert set(rendered) == {
@@ -355,7 +355,7 @@ def test_migrations_without_api_roles_apply_on_plain_postgres(pg_env: PgServer) 
             con.execute("rollback")
 
 
-def test_missing_extension_that_cannot_be_created_is_a_clear_error(pg_env: PgServer) -> None:  # noqa: F811
+def test_missing_extension_that_cannot_be_created_is_a_clear_error(pg_env: PgServer) -> None:
     pg_env.database("schema_noext")
     with pg_env.connect() as con:
         con.execute("drop role if exists migrator")
@@ -372,7 +372,7 @@ def test_missing_extension_that_cannot_be_created_is_a_clear_error(pg_env: PgSer
 
 
 def test_bad_dsn_is_a_clear_error_without_the_password(
-    pg_env: PgServer,  # noqa: F811
+    pg_env: PgServer,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     secret = "s3cr3t-Passw0rd"
@@ -403,7 +403,7 @@ def test_bad_dsn_is_a_clear_error_without_the_password(
 
 
 def test_database_url_wins_over_pg_variables(
-    pg_env: PgServer,  # noqa: F811
+    pg_env: PgServer,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     pg_env.database("schema_url")
@@ -417,7 +417,7 @@ def test_database_url_wins_over_pg_variables(
 
 
 def test_pooler_mode_disables_prepared_statements(
-    pg_env: PgServer,  # noqa: F811
+    pg_env: PgServer,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     target = load_target("postgres")
@@ -445,7 +445,7 @@ def test_pooler_mode_disables_prepared_statements(
         )
 
 
-def test_unix_socket_host_from_the_profile(pg_env: PgServer) -> None:  # noqa: F811
+def test_unix_socket_host_from_the_profile(pg_env: PgServer) -> None:
     if not pg_env.host.startswith("/"):
         pytest.skip(f"{pg_env.host} is a TCP host (TEST_DATABASE_URL): no unix socket to test")
     target = load_target("postgres")

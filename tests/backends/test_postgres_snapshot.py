@@ -44,7 +44,7 @@ TOKEN = re.compile(r"[A-Za-z0-9_]+")
 
 
 @pytest.fixture(scope="module")
-def prod_server(pg_env: PgServer) -> PgServer:  # noqa: F811
+def prod_server(pg_env: PgServer) -> PgServer:
     with another_server("pgtest-prod-") as server:
         yield server
 
@@ -133,7 +133,7 @@ def rows(con: psycopg.Connection, sql: str) -> set[tuple]:
 
 
 @pytest.fixture(scope="module")
-def flow(pg_env: PgServer, prod_server: PgServer, csv: Path, tmp_path_factory):  # noqa: F811
+def flow(pg_env: PgServer, prod_server: PgServer, csv: Path, tmp_path_factory):
     """Production made, snapshot taken (recording production before), then one publish."""
     with pytest.MonkeyPatch.context() as monkeypatch:
         use(monkeypatch, pg_env, prod_server, "work", "prod")
@@ -195,7 +195,7 @@ def test_snapshot_through_a_read_only_role_copies_and_never_writes(
 
 def test_train_on_the_copy_publish_to_production(
     flow,
-    pg_env: PgServer,  # noqa: F811
+    pg_env: PgServer,
     prod_server: PgServer,
     capsys,
 ) -> None:
@@ -267,7 +267,7 @@ def test_a_failed_gate_publishes_nothing_to_production(
 
 
 def test_an_anonymized_run_leaves_no_raw_reviewer_id_anywhere(
-    pg_env: PgServer,  # noqa: F811
+    pg_env: PgServer,
     prod_server: PgServer,
     csv: Path,
     tmp_path: Path,

@@ -54,8 +54,8 @@ def _registered_spelling(csv: Path) -> str:
 
 @pytest.fixture(scope="module")
 def built(
-    pg_env: PgServer,  # noqa: F811
-    dbt_scratch: Path,  # noqa: F811
+    pg_env: PgServer,
+    dbt_scratch: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Built:
     """The same synthetic CSV through loader + dbt on DuckDB and on Postgres, with one video
@@ -105,7 +105,7 @@ def test_copy_load_replaces_raw_tables(built: Built) -> None:
     )
 
 
-def test_copy_load_keeps_awkward_text_exactly(pg_env: PgServer) -> None:  # noqa: F811
+def test_copy_load_keeps_awkward_text_exactly(pg_env: PgServer) -> None:
     pg_env.database("dbt_tests_text", activate=False)
     awkward = ["", " ", '"quoted", comma', "line\\backslash", "\\.", "tab\there", "日本語", "\r"]
     n = len(awkward)

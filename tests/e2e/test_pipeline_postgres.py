@@ -15,7 +15,7 @@ FLAGS = ["--target", "postgres", "--epochs", "12", "--embedding-dim", "32", "--q
 
 
 @pytest.fixture(scope="module")
-def db(pg_env: PgServer, tmp_path_factory: pytest.TempPathFactory):  # noqa: F811
+def db(pg_env: PgServer, tmp_path_factory: pytest.TempPathFactory):
     pg_env.database("pipeline")
     csv = tmp_path_factory.mktemp("pgpipe") / "reviews.csv"
     write_synthetic_csv(csv, SynthConfig(reviews=25_000, seed=5, genres=24))

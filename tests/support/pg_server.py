@@ -11,11 +11,9 @@ Either way a first check runs before any test: a 256-dimension cosine distance a
 and hnsw builds. If the extension cannot run on this CPU the session stops with one message that
 names the CPU feature and what to install instead.
 
-Use it explicitly in a test module:
-
-    from tests.pg_server import pg_env  # noqa: F401
-
-`pg_env` (session scope) starts the server once, creates Supabase's API roles (anon,
+Tests ask for the `pg_env` fixture by name (tests/conftest.py registers it once for the whole
+suite; a test module must not import it again, or pytest would run a second server under the
+same name). `pg_env` (session scope) starts the server once, creates Supabase's API roles (anon,
 authenticated, service_role) and exports PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE,
 PGSCHEMA and PGSSLMODE, so dbt's `postgres` target and `load_target("postgres")` reach it.
 `pg_env.database(name)` makes a fresh database and points PGDATABASE at it, so each test module

@@ -85,7 +85,7 @@ def test_local_failed_versioned_put_leaves_latest(tmp_path: Path, monkeypatch) -
     def broken_replace(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr("trainer.release.storage.os.replace", broken_replace)
+    monkeypatch.setattr("trainer.files.os.replace", broken_replace)
     with pytest.raises(UserError, match="disk full"):
         store.publish_versioned(_model(tmp_path / "b", b"two"), V2)
     monkeypatch.undo()
@@ -187,7 +187,7 @@ def test_retry_succeeds_after_injected_503s(
 ) -> None:
     store.put(_model(tmp_path / "a", b"one"), "warmup.safetensors")  # bucket exists now
     fake.fail_next(3, 503)
-    with caplog.at_level(logging.WARNING, logger="trainer.release.storage"):
+    with caplog.at_level(logging.WARNING, logger="trainer.release.storage.supabase"):
         store.put(_model(tmp_path / "b", b"two"), LATEST_NAME)
     assert fake.object_bytes("models", LATEST_NAME) == b"two"
     assert len(sleeps) == 3

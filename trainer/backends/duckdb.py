@@ -7,6 +7,7 @@ scan is fast enough and needs no index to keep fresh.
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -173,17 +174,28 @@ class DuckDBWarehouse(Warehouse):
         return [Recommendation(str(r[0]), r[1], float(r[2])) for r in rows]
 
     def similar(self, video_id: str, k: int) -> list[Recommendation]:
+        """The model's order for someone whose one like is this video (user_vector_from_likes,
+        as Postgres's similar_videos), not the cosine of two video vectors."""
+        try:
+            video_id = str(uuid.UUID(video_id))
+        except ValueError as exc:
+            raise UserError(f"video id must be a uuid, got {video_id!r}") from exc
+        dim = self.embedding_column_dim("video_embeddings")
         rows = self.con.execute(
-            """
+            f"""
+            with query as (
+                select cast(user_vector_from_likes([cast(? as uuid)]) as float[{dim}]) as embedding
+                where exists (select 1 from video_embeddings where video_id = cast(? as uuid))
+            )
             select cast(v.video_id as varchar), videos.product_url,
                    1 - array_cosine_distance(v.embedding, q.embedding) as score
             from video_embeddings as v
-            join video_embeddings as q on q.video_id = cast(? as uuid)
+            cross join query as q
             join videos on videos.id = v.video_id
-            where v.video_id <> q.video_id
+            where v.video_id <> cast(? as uuid)
             order by score desc, v.video_id
             limit ?""",
-            [video_id, k],
+            [video_id, video_id, video_id, k],
         ).fetchall()
         return [Recommendation(str(r[0]), r[1], float(r[2])) for r in rows]
 

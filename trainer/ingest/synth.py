@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from trainer.files import atomic_path
+
 BASE_URL = "https://www.dmm.co.jp/digital/videoa/-/detail/=/cid="
 
 
@@ -176,14 +178,11 @@ def write_synthetic_csv(path: Path, cfg: SynthConfig) -> dict[str, int]:
     rng = np.random.default_rng(cfg.seed)
     text = _as_text(_with_duplicates(_clean_reviews(cfg, rng), cfg, rng), cfg, rng)
     bad = _bad_lines(int(text.height * BAD_LINE_RATE * cfg.dirt))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("wb") as out:
+    with atomic_path(path) as tmp, tmp.open("wb") as out:
         out.write(b"product_url,reviewer_id,stars\n")
         chunk = max(1, text.height // (len(bad) + 1))
         for i, start in enumerate(range(0, text.height, chunk)):
             text.slice(start, chunk).write_csv(out, include_header=False)
             if i < len(bad):
                 out.write(bad[i])
-    tmp.replace(path)
     return {"rows": text.height, "bad_lines": len(bad), "lines": text.height + len(bad)}

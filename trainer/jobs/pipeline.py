@@ -41,11 +41,12 @@ from trainer.jobs.training import (
     train_and_evaluate,
     write_files,
 )
-from trainer.ml.config import OutputPaths, TrainConfig
+from trainer.ml.config import DEFAULT_STORE_ROOT, OutputPaths, TrainConfig
 from trainer.ml.evaluate import evaluate
-from trainer.release.artifact import load_artifact, new_version
+from trainer.release.artifact import load_artifact
 from trainer.release.gate import GateConfig, Verdict, champion_scorer, judge
 from trainer.release.storage import LATEST_NAME, ArtifactStore, store_from_env, versioned_name
+from trainer.release.versions import first_free, new_version
 from trainer.transform.dbt import run_dbt
 
 
@@ -57,7 +58,7 @@ class PipelineOptions:
     anonymize: bool = False  # reviewer ids -> HMAC(REVIEWER_ID_HMAC_KEY, id) at load
     force: bool = False
     reason: str = ""
-    store_root: Path = Path("artifacts/models")
+    store_root: Path = DEFAULT_STORE_ROOT
     outputs: OutputPaths = field(default_factory=OutputPaths)
     gate: GateConfig = field(default_factory=GateConfig)
     progress: bool = True
@@ -152,15 +153,15 @@ def run_pipeline(options: PipelineOptions, cfg: TrainConfig) -> PipelineResult:
 
 
 def unique_version(warehouse: Warehouse) -> str:
-    """two_tower_YYYYMMDDHHMM, with _2, _3... when that minute already has a run."""
-    base = new_version()
-    version, n = base, 1
-    while not warehouse.read(
-        "select model_version from model_runs where model_version = ?", (version,)
-    ).is_empty():
-        n += 1
-        version = f"{base}_{n}"
-    return version
+    """A new version name no run has recorded yet (the format: trainer/release/versions.py)."""
+    return first_free(
+        new_version(),
+        lambda version: (
+            not warehouse.read(
+                "select model_version from model_runs where model_version = ?", (version,)
+            ).is_empty()
+        ),
+    )
 
 
 def evaluate_champion(store: ArtifactStore, trained: Trained, cfg: TrainConfig):
@@ -289,7 +290,7 @@ def summary_text(outcome: Outcome, options: PipelineOptions) -> str:
     return "\n".join(lines)
 
 
-def rollback(version: str, target: str | None, store_root: Path) -> str:
+def rollback(version: str, target: str | None, store_root: Path = DEFAULT_STORE_ROOT) -> str:
     """Make a stored version latest again and republish its embeddings."""
     name = versioned_name(version)
     with store_from_env(store_root) as store:

@@ -16,6 +16,7 @@ import polars as pl
 
 from trainer.backends import ServingTables, Warehouse
 from trainer.errors import UserError
+from trainer.files import atomic_path
 from trainer.jobs.report import report_tables
 from trainer.ml.config import OutputPaths, TrainConfig
 from trainer.ml.data import Dataset, read_dataset
@@ -28,7 +29,8 @@ from trainer.ml.evaluate import (
     random_scorer,
 )
 from trainer.ml.train import select_and_fit
-from trainer.release.artifact import ModelArtifact, new_version, save_artifact
+from trainer.release.artifact import ModelArtifact, save_artifact
+from trainer.release.versions import new_version
 
 
 @dataclass
@@ -245,7 +247,5 @@ def write_embeddings_parquet(
             "model_version": [version] * len(ids),
         }
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    frame.write_parquet(tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        frame.write_parquet(tmp)

@@ -1,4 +1,5 @@
-"""Every training knob in one typed place; the CLI flags map onto these fields one to one."""
+"""Every training knob and output location in one typed place; the CLI flags map onto these
+fields one to one and take their defaults from here."""
 
 from __future__ import annotations
 
@@ -42,6 +43,10 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+# The local artifact store (versions + latest), used when SUPABASE_URL is not set.
+DEFAULT_STORE_ROOT = Path("artifacts/models")
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,7 @@ Files are versioned `two_tower_YYYYMMDDHHMM.safetensors` beside `two_tower_lates
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -20,13 +18,10 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from trainer.errors import UserError
+from trainer.files import atomic_path
 from trainer.ml.model import LAYOUT, LEGACY_LAYOUT, fold_in
 
 FORMAT = "two_tower/1"
-
-
-def new_version(now: datetime | None = None) -> str:
-    return "two_tower_" + (now or datetime.now(UTC)).strftime("%Y%m%d%H%M")
 
 
 @dataclass(frozen=True)
@@ -70,10 +65,8 @@ def save_artifact(path: Path, artifact: ModelArtifact) -> None:
         "fingerprint": artifact.fingerprint,
         "layout": artifact.layout,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
 
 
 def load_artifact(path: Path) -> ModelArtifact:

@@ -1,0 +1,21 @@
+"""Where things live in the database: the schemas, tables and functions sql/postgres/ defines.
+
+- raw.reviews, raw.load_rejects, raw.loads  the CSV load (COPY), replaced in one transaction
+- <target schema> (PGSCHEMA, default recsys)  the dbt marts; not exposed by Supabase's API
+- public.videos, video_embeddings, user_embeddings, popular_videos, reviewed_videos,
+  model_runs  app tables (serving reads only these: production needs no marts); the two
+  embedding tables are views, each over one of two slot tables (*_a, *_b; see slots.py)
+- public.recommend_videos(), public.similar_videos()  serving functions (security invoker)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SQL_DIR = Path(__file__).resolve().parents[3] / "sql" / "postgres"
+APP_SCHEMA = "public"
+RAW_SCHEMA = "raw"  # dbt var raw_schema
+EMBEDDING_TABLES = {"video_embeddings": "video_id", "user_embeddings": "user_id"}
+ANN_TABLE = "video_embeddings"  # the view the serving functions search
+ANN_INDEX_SUFFIX = "_embedding_ann"  # a slot's ANN index: video_embeddings_a_embedding_ann
+SERVING_FUNCTIONS = ("recommend_videos(text, integer)", "similar_videos(uuid, integer)")

@@ -1,0 +1,199 @@
+"""What each `python -m trainer` command does: parsed arguments in, the step's job called, a
+short human summary out. Imports are inside the handlers so `--help` and `synth` stay fast."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from trainer.cli.parser import config_from_args
+from trainer.errors import UserError
+from trainer.ml.config import OutputPaths
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from trainer.ingest.synth import SynthConfig, write_synthetic_csv
+
+    if args.reviews < 1:
+        raise UserError("--reviews must be positive")
+    counts = write_synthetic_csv(
+        args.out,
+        SynthConfig(reviews=args.reviews, seed=args.seed, shape=args.shape, dirt=args.dirt),
+    )
+    print(
+        f"wrote {args.out}: {counts['lines']:,} lines "
+        f"({counts['bad_lines']:,} malformed on purpose)"
+    )
+    return 0
+
+
+def _cmd_load(args: argparse.Namespace) -> int:
+    from trainer.backends import connect
+    from trainer.backends.profiles import load_target
+    from trainer.ingest.anonymize import key_from_env
+    from trainer.ingest.load import load_reviews
+
+    target = load_target(args.target)
+    hmac_key = key_from_env() if args.anonymize else None
+    with connect(target) as warehouse:
+        loaded = load_reviews(warehouse, args.path, hmac_key)
+    print(
+        f"loaded {args.path} into {target.name}: {loaded.reviews.num_rows:,} rows in raw.reviews, "
+        f"{loaded.rejects.num_rows:,} unparseable lines in raw.load_rejects "
+        f"(of {loaded.data_lines:,} data lines)"
+    )
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from trainer.backends import connect
+    from trainer.backends.profiles import load_target
+    from trainer.jobs.training import train_run
+
+    cfg = config_from_args(args)
+    outputs = OutputPaths(args.out_model, args.out_video_emb, args.out_user_emb)
+    with connect(load_target(args.target)) as warehouse:
+        summary = train_run(warehouse, cfg, outputs, publish=args.publish, progress=not args.quiet)
+    print()
+    print(
+        f"model {summary.version}: {summary.n_users:,} users, {summary.n_videos:,} videos; "
+        f"validation (full ranking, train items masked, "
+        f"{int(summary.metrics['two_tower']['users']):,} users)"
+    )
+    print(summary.table())
+    print()
+    for path in summary.artifact_paths:
+        print(f"wrote {path}")
+    if args.publish:
+        print("published video_embeddings and user_embeddings")
+    return 0
+
+
+def _cmd_recommend(args: argparse.Namespace) -> int:
+    from trainer.backends import connect
+    from trainer.backends.profiles import load_target
+    from trainer.jobs.report import table
+
+    if args.k < 1:
+        raise UserError("-k must be at least 1")
+    with connect(load_target(args.target)) as warehouse:
+        if args.user is not None:
+            rows = warehouse.recommend(args.user, args.k)
+            title = f"top {args.k} for user {args.user}"
+        else:
+            rows = warehouse.similar(_video_id(args.video), args.k)
+            title = f"{args.k} videos similar to {args.video}"
+    if not rows:
+        raise UserError(f"nothing to recommend ({title}): are the embeddings published?")
+    print(title)
+    print(
+        table(
+            ["#", "score", "video_id", "product_url"],
+            [[i, r.score, r.video_id, r.product_url] for i, r in enumerate(rows, 1)],
+        )
+    )
+    return 0
+
+
+def _video_id(text: str) -> str:
+    import uuid
+
+    try:
+        return str(uuid.UUID(text))
+    except ValueError as exc:
+        raise UserError(f"--video takes a video id (uuid), got {text!r}") from exc
+
+
+def _cmd_sql(args: argparse.Namespace) -> int:
+    import polars as pl
+
+    from trainer.backends import connect
+    from trainer.backends.profiles import load_target
+
+    with connect(load_target(args.target), read_only=True) as warehouse:
+        try:
+            frame = warehouse.read(args.query)
+        except Exception as exc:  # the engine's own message is the useful part
+            raise UserError(f"query failed: {str(exc).splitlines()[0]}") from exc
+    if args.csv:
+        print(frame.write_csv(include_header=False), end="")
+    else:
+        with pl.Config(
+            tbl_rows=100, tbl_cols=20, fmt_str_lengths=80, tbl_hide_dataframe_shape=True
+        ):
+            print(frame)
+    return 0
+
+
+def _cmd_pipeline(args: argparse.Namespace) -> int:
+    from trainer.jobs.pipeline import PipelineOptions, run_pipeline
+    from trainer.release.gate import GateConfig
+
+    options = PipelineOptions(
+        csv=args.csv,
+        target=args.target,
+        publish_target=args.publish_target,
+        anonymize=args.anonymize,
+        force=args.force,
+        reason=args.reason,
+        store_root=args.store_root,
+        outputs=OutputPaths(args.out_model, args.out_video_emb, args.out_user_emb),
+        gate=GateConfig() if args.tolerance is None else GateConfig(tolerance=args.tolerance),
+        progress=not args.quiet,
+    )
+    result = run_pipeline(options, config_from_args(args))
+    print(result.summary_text)
+    if result.exit_code:
+        print(f"error: pipeline did not publish {result.version}", file=sys.stderr)
+    return result.exit_code
+
+
+def _cmd_rollback(args: argparse.Namespace) -> int:
+    from trainer.jobs.pipeline import rollback
+
+    print(rollback(args.version, args.target, args.store_root))
+    return 0
+
+
+def _cmd_snapshot(args: argparse.Namespace) -> int:
+    from trainer.backends.profiles import load_target
+    from trainer.jobs.snapshot import snapshot
+
+    source, work = load_target(args.source), load_target(args.target)
+    print(f"snapshot {source.name} -> {work.name}", flush=True)
+    result = snapshot(source, work)
+    print(
+        f"restored {len(result.tables)} tables into {work.name} "
+        f"(PostgreSQL {result.source_version} -> {result.work_version}, {result.tools.version}; "
+        f"dump {result.dump_bytes / 1e6:.1f} MB in {result.seconds['dump']:.1f} s, "
+        f"restore {result.seconds['restore']:.1f} s)"
+    )
+    if result.missing:
+        print(f"not in the source yet: {', '.join(result.missing)}")
+    for message in result.skipped:
+        print(f"warning: skipped on the work copy (not needed to train): {message}")
+    return 0
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    from trainer.backends import connect
+    from trainer.backends.profiles import load_target
+
+    target = load_target(args.target)
+    with connect(target) as warehouse:
+        warehouse.ensure_app_schema(args.column_dim)
+    print(f"migrated {target.name}: app tables, functions and grants are in place")
+    return 0
+
+
+COMMAND_HANDLERS = {
+    "migrate": _cmd_migrate,
+    "snapshot": _cmd_snapshot,
+    "pipeline": _cmd_pipeline,
+    "rollback": _cmd_rollback,
+    "sql": _cmd_sql,
+    "synth": _cmd_synth,
+    "load": _cmd_load,
+    "train": _cmd_train,
+    "recommend": _cmd_recommend,
+}
