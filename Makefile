@@ -11,7 +11,7 @@ BENCH_REVIEWS ?= 1000000
 QUALITY_CSV ?=
 QUALITY_SYNTH ?= --synth longtail:100000 --synth dense:300000
 
-.PHONY: install demo build test lint bench bench-quality clean
+.PHONY: install demo build test lint bench bench-quality figures clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,9 @@ bench-quality: install
 bench: install
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m benchmarks.pipeline --reviews $(BENCH_REVIEWS)
+
+## Every figure in the README's quality and benchmark sections, regenerated in one go.
+figures: bench-quality bench
 
 clean:
 	rm -rf artifacts data warehouse.duckdb dbt_project/target dbt_project/logs logs

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 
 from trainer.ml.data import Csr, Dataset
@@ -28,6 +27,10 @@ class Fitted:
 
 
 def interaction_matrix(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int):
+    """A scipy CSR matrix; scipy comes with the `[bench]` extra (an ImportError here makes
+    benchmarks.quality skip the peers with one line, and the two-tower still runs)."""
+    import scipy.sparse as sp
+
     data = np.ones(len(users), dtype=np.float32)
     return sp.csr_matrix((data, (users, items)), shape=(n_users, n_items))
 

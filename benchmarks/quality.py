@@ -19,6 +19,7 @@ fit of the chosen configuration on all of train (for the two-tower: its selectio
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import tempfile
 import time
@@ -166,12 +167,14 @@ def run(
             for k, v in (variants or {}).items()
         },
     }
-    if ease_fits(warm):
+    if not ease_fits(warm):
+        print(f"EASE skipped: {warm.n_items:,} videos > {EASE_MAX_ITEMS:,} (a dense n x n inverse)")
+    elif importlib.util.find_spec("scipy") is None:
+        print("scipy is not installed: EASE skipped (pip install -e '.[bench]')")
+    else:
         models["EASE"] = chosen_on_tune(
             warm, {f"l2={l2:g}": (lambda d, l2=l2: fit_ease(d, l2)) for l2 in EASE_L2}
         )
-    else:
-        print(f"EASE skipped: {warm.n_items:,} videos > {EASE_MAX_ITEMS:,} (a dense n x n inverse)")
     try:
         for label, kind, grid in (
             ("ALS (implicit)", "als", ALS_GRID),
@@ -185,7 +188,7 @@ def run(
                 },
             )
     except ImportError:
-        print("implicit is not installed: ALS and BPR skipped (pip install implicit)")
+        print("implicit is not installed: ALS and BPR skipped (pip install -e '.[bench]')")
     rows, figures = [], {}
     for name, (params, fitted) in models.items():
         w = evaluate(fitted.warm, warm, (10,), intervals=False).metrics

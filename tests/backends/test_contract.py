@@ -92,6 +92,10 @@ def duckdb_world(tmp_path: Path) -> Iterator[World]:
             "create table interactions (user_id varchar, video_id uuid, stars integer, "
             "label boolean, weight double)"
         )
+        wh.execute(
+            "create view video_popularity as select video_id, count(*) as positives "
+            "from interactions where label group by video_id"
+        )
         wh.con.executemany("insert into interactions values (?, ?, ?, ?, ?)", REVIEWS)
         yield World(wh)
 
@@ -109,6 +113,10 @@ def postgres_world(pg: PgServer) -> Iterator[World]:
         con.execute(
             "create table recsys.interactions (user_id text, video_id uuid, stars integer, "
             "label boolean, weight double precision)"
+        )
+        con.execute(  # and for the popularity mart, kept live over the stand-in
+            "create view recsys.video_popularity as select video_id, count(*) as positives "
+            "from recsys.interactions where label group by video_id"
         )
         with con.cursor() as cur:
             cur.executemany("insert into recsys.interactions values (%s, %s, %s, %s, %s)", REVIEWS)

@@ -159,10 +159,14 @@ def world(pg_env: PgServer) -> World:
             "'https://www.dmm.co.jp/-/detail/=/cid=v' || generate_series(0, %s - 1)",
             (video_ids, len(video_ids)),
         )
-        # A stand-in for the dbt mart (built for real in tests/dbt/test_models_postgres.py).
+        # Stand-ins for the dbt marts (built for real in tests/dbt/test_models_postgres.py).
         con.execute(
             "create table recsys.interactions (user_id text, video_id uuid, stars integer, "
             "label boolean, weight double precision)"
+        )
+        con.execute(  # and for the popularity mart, kept live over the stand-in
+            "create view recsys.video_popularity as select video_id, count(*) as positives "
+            "from recsys.interactions where label group by video_id"
         )
         rng = np.random.default_rng(5)
         rows, reviewed = [], {}

@@ -203,18 +203,17 @@ class DuckDBWarehouse(Warehouse):
         self.con.close()
 
 
-# Users without a vector (reviewers with no positive in train) get the most-liked videos.
+# Users without a vector (reviewers with no positive in train) get the most-liked videos they
+# have not reviewed: the video_popularity mart, the one place that ranking is computed.
 _POPULAR_SQL = """
-    select cast(i.video_id as varchar), videos.product_url,
-           cast(count(*) as double) as score
-    from interactions as i
-    join videos on videos.id = i.video_id
-    join video_embeddings as e on e.video_id = i.video_id
-    where i.label and not exists (
+    select cast(p.video_id as varchar), videos.product_url, cast(p.positives as double) as score
+    from video_popularity as p
+    join videos on videos.id = p.video_id
+    join video_embeddings as e on e.video_id = p.video_id
+    where not exists (
         select 1 from interactions as mine
-        where mine.user_id = ? and mine.video_id = i.video_id)
-    group by i.video_id, videos.product_url
-    order by score desc, i.video_id
+        where mine.user_id = ? and mine.video_id = p.video_id)
+    order by score desc, p.video_id
     limit ?"""
 
 

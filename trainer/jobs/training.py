@@ -151,8 +151,7 @@ SERVING_QUERIES = {
     "where v.id in (select i.video_id from interactions as i) order by 1",
     "reviewed": "select distinct user_id, cast(video_id as varchar) as video_id "
     "from interactions where video_id is not null",
-    "positives": "select cast(video_id as varchar) as video_id, count(*) as positives "
-    "from interactions where label and video_id is not null group by video_id",
+    "positives": "select cast(video_id as varchar) as video_id, positives from video_popularity",
 }
 
 

@@ -57,13 +57,21 @@ def _stage_serving(cur: psycopg.Cursor, serving: ServingTables | None) -> str | 
     """Temporary _stage_positives, and the relation that holds the reviewed pairs: the
     marts' interactions, or _stage_reviewed copied from `serving`. None without a source."""
     if serving is None:
-        cur.execute("select to_regclass('interactions') is not null")
-        if not cur.fetchone()[0]:
+        cur.execute(
+            "select to_regclass('interactions') is not null, "
+            "to_regclass('video_popularity') is not null"
+        )
+        marts, popularity = cur.fetchone()
+        if not marts:
             return None
+        if not popularity:
+            raise UserError(
+                "the marts have interactions but no video_popularity (built by a dbt project "
+                "older than this trainer): run `dbt build` on this target, then publish again"
+            )
         cur.execute(
             "create temporary table _stage_positives on commit drop as "
-            "select video_id, count(*) as positives from interactions "
-            "where label and video_id is not null group by video_id"
+            "select video_id, positives from video_popularity"
         )
         cur.execute("analyze _stage_positives")
         return "interactions"
