@@ -19,6 +19,8 @@
 -- `subvector(embedding, 1, {ann_dim})::vector({ann_dim})` below is the index's expression,
 -- character for character (the planner matches it); a publish with another model dimension
 -- re-creates these functions with it (render_migrations(..., ann_dim)).
+-- k is bounded in every function: at most {max_k} rows (trainer/backends/base.py:MAX_K), none for
+-- k <= 0 or null, so no caller (anon included) reads the whole catalog in one call.
 -- Iterative index scans (pgvector >= 0.8) keep returning rows until k survive the filters
 -- (already reviewed, the query video itself); plan_cache_mode = force_custom_plan plans each
 -- call with its real k, so the planner picks the ANN index instead of a sort of the table.
@@ -64,7 +66,7 @@ as $$
         order by
             {vector_schema}.subvector(e.embedding, 1, {ann_dim})::{vector_schema}.vector({ann_dim})
             operator({vector_schema}.<=>) (select me.embedding from me)
-        limit k
+        limit least(greatest(k, 0), {max_k})
     ),
 
     -- Users without one (no train positive yet, or unknown to the model): the most liked
@@ -78,7 +80,7 @@ as $$
             not exists (select 1 from me)
             and p.video_id not in (select r.video_id from reviewed as r)
         order by p.positives desc, p.video_id
-        limit k
+        limit least(greatest(k, 0), {max_k})
     )
 
     select n.video_id, v.product_url, 1 - n.distance as score
@@ -89,7 +91,7 @@ as $$
     from popular as p
     inner join public.videos as v on v.id = p.video_id
     order by 3 desc, 1
-    limit k
+    limit least(greatest(k, 0), {max_k})
 $$;
 
 comment on function public.recommend_videos(text, integer) is
@@ -135,7 +137,7 @@ as $$
         order by
             {vector_schema}.subvector(e.embedding, 1, {ann_dim})::{vector_schema}.vector({ann_dim})
             operator({vector_schema}.<=>) (select query.embedding from query)
-        limit k
+        limit least(greatest(k, 0), {max_k})
     )
 
     select n.video_id, v.product_url, 1 - n.distance as score

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from tests.support.pg_server import PgServer
-from trainer.backends.base import Warehouse
+from trainer.backends.base import MAX_K, Warehouse
 from trainer.backends.duckdb import DuckDBWarehouse
 from trainer.backends.postgres import PostgresWarehouse
 from trainer.errors import UserError
@@ -167,6 +167,15 @@ class BackendContract:
         with pytest.raises(UserError, match="uuid"):
             world.wh.similar("not-a-uuid", 5)
         assert world.wh.similar(str(uuid.uuid4()), 5) == []  # a video without a vector
+
+    def test_k_outside_1_to_max_k_is_a_clear_error(self, world: World) -> None:
+        world.publish("c10", seed=11)
+        for bad in (0, -3, MAX_K + 1):
+            with pytest.raises(UserError, match=f"k must be between 1 and {MAX_K}"):
+                world.wh.recommend(USERS[0], bad)
+            with pytest.raises(UserError, match=f"k must be between 1 and {MAX_K}"):
+                world.wh.similar(VIDEOS[0], bad)
+        assert len(world.wh.recommend(USERS[0], MAX_K)) == N_VIDEOS - len(REVIEWED[USERS[0]])
 
     def test_a_wider_model_is_a_clear_error_naming_both_dimensions(self, world: World) -> None:
         world.publish("c5", seed=5)

@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 from tests.support.pg_server import PgServer
+from trainer.backends.base import MAX_K
 from trainer.backends.postgres import (
     ANN_INDEX_SUFFIX,
     HNSW_EF_SEARCH,
@@ -737,6 +738,26 @@ def test_an_unknown_user_is_a_clear_error(world: World) -> None:
     with pytest.raises(UserError, match="uuid"):
         world.wh.similar("not-a-uuid", 5)
     assert world.wh.similar(str(uuid.uuid4()), 5) == []  # a video without a vector
+
+
+def test_every_serving_function_bounds_k_for_every_caller(world: World) -> None:
+    """A caller cannot read the whole catalog: k is capped at MAX_K, and k <= 0 or null returns
+    nothing, straight through SQL as PostgREST would call it (as the API roles)."""
+    publish(world.wh, world, "k1", seed=27)
+    calls = [  # (role, function, first argument): both paths have more than MAX_K candidates
+        ("authenticated", "recommend_videos", world.user_ids[0]),
+        ("anon", "similar_videos", world.video_ids[0]),
+    ]
+    with world.connect() as con:
+        con.execute("set enable_indexscan = off")  # exact scans: the ANN may return fewer rows
+        for role, function, first in calls:
+            con.execute(f"set role {role}")
+            count = f"select count(*) from public.{function}(%s, %s)"
+            assert con.execute(count, (first, 1_000_000)).fetchone()[0] == MAX_K
+            assert con.execute(count, (first, MAX_K - 1)).fetchone()[0] == MAX_K - 1
+            for k in (0, -5, None):
+                assert con.execute(count, (first, k)).fetchone()[0] == 0
+            con.execute("reset role")
 
 
 def test_similar_videos_excludes_the_video_itself(world: World) -> None:

@@ -50,9 +50,12 @@ def test_out_of_catalog_valid_items_count_in_the_recall_denominator() -> None:
 
 def test_popularity_baseline_ranks_by_train_counts() -> None:
     data = tiny_dataset()
-    top = top_k(popularity_scorer(data), np.array([0]), data.train, 3, data.n_items)
-    # counts: item0=2, others 1 or 0; items 0 and 1 are user 0's train items and are masked.
-    assert top[0][0] in (3, 4) and 0 not in top[0] and 1 not in top[0]
+    scorer = popularity_scorer(data)
+    # counts [2, 1, 0, 1, 1]: most reviewed first, ties by index -> 0, 1, 3, 4, 2; items 0 and 1
+    # are user 0's train items and are masked.
+    assert top_k(scorer, np.array([0]), data.train, 3, data.n_items).tolist() == [[3, 4, 2]]
+    # user 1 trained on 0, 3, 4: what is left is 1 (one review), then 2 (none)
+    assert top_k(scorer, np.array([1]), data.train, 2, data.n_items).tolist() == [[1, 2]]
 
 
 def test_hit_matrix_marks_only_valid_items() -> None:
@@ -88,3 +91,18 @@ def test_the_final_evaluation_scores_fewer_users_of_a_huge_catalog() -> None:
     assert final_eval_limit(cfg, 250_000) == 4_000  # the budget
     assert final_eval_limit(cfg, 10_000_000) == 2_000  # never under 2,000
     assert final_eval_limit(TrainConfig(final_eval_users=0), 10_000_000) == 0  # 0: everyone
+
+
+def test_a_video_the_scorer_cannot_rank_is_never_a_hit_even_when_k_exceeds_the_rest() -> None:
+    # User 0 trained on 0 and 1, valid 2: a scorer that cannot rank video 2 (-inf, as a champion
+    # scores a video it never saw) must not get it back as filler when K exceeds what is left.
+    data = tiny_dataset()
+    scores = torch.tensor([[0.0, 0.0, -math.inf, 1.0, 2.0], [0.0, 0.0, -math.inf, 0.0, 0.0]])
+    top = top_k(
+        lambda users: scores[torch.as_tensor(users)], np.array([0]), data.train, 5, data.n_items
+    )
+    assert top.tolist() == [[4, 3, -1, -1, -1]]
+    assert not hit_matrix(top, np.array([0]), data.valid, data.n_items).any()
+    # and an empty slot of user 1 never aliases user 0's last video (key 1 * 5 - 1 = 0 * 5 + 4)
+    valid = Csr.from_pairs(np.array([0]), np.array([4]), 2)
+    assert not hit_matrix(np.array([[-1]]), np.array([1]), valid, data.n_items).any()

@@ -17,6 +17,10 @@ import pyarrow as pa
 from trainer.errors import UserError
 
 DEFAULT_COLUMN_DIM = 256
+# The most videos one recommend/similar call returns, on every backend and in every SQL function
+# (rendered into sql/postgres as {max_k}): an unbounded k would let any caller, anon included,
+# read the whole catalog and its scores in one call.
+MAX_K = 100
 
 
 @dataclass(frozen=True)
@@ -167,3 +171,10 @@ def pad_to(matrix: np.ndarray, column_dim: int, table: str) -> np.ndarray:
     padded = np.zeros((matrix.shape[0], column_dim), dtype=np.float32)
     padded[:, :dim] = matrix
     return padded
+
+
+def check_k(k: int) -> int:
+    """How many videos a caller may ask for: 1 to MAX_K."""
+    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_K:
+        raise UserError(f"k must be between 1 and {MAX_K}, got {k!r}")
+    return k

@@ -22,6 +22,7 @@ from trainer.backends.base import (
     Recommendation,
     ServingTables,
     Warehouse,
+    check_k,
     check_vectors,
     check_widths,
     pad_to,
@@ -149,6 +150,7 @@ class DuckDBWarehouse(Warehouse):
 
     # -- serving ------------------------------------------------------------------------------
     def recommend(self, user_id: str, k: int) -> list[Recommendation]:
+        check_k(k)
         known = self.con.execute(
             "select exists(select 1 from user_embeddings where user_id = ?), "
             "exists(select 1 from interactions where user_id = ?)",
@@ -176,6 +178,7 @@ class DuckDBWarehouse(Warehouse):
     def similar(self, video_id: str, k: int) -> list[Recommendation]:
         """The model's order for someone whose one like is this video (user_vector_from_likes,
         as Postgres's similar_videos), not the cosine of two video vectors."""
+        check_k(k)
         try:
             video_id = str(uuid.UUID(video_id))
         except ValueError as exc:

@@ -74,8 +74,6 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
     from trainer.backends.profiles import load_target
     from trainer.jobs.report import table
 
-    if args.k < 1:
-        raise UserError("-k must be at least 1")
     with connect(load_target(args.target)) as warehouse:
         if args.user is not None:
             rows = warehouse.recommend(args.user, args.k)

@@ -64,7 +64,9 @@ def top_k(
     scorer: Scorer, users: np.ndarray, train: Csr, k: int, n_items: int, batch: int = 1024
 ) -> np.ndarray:
     """Indices of the k best videos per user, the user's train positives excluded. Users are
-    scored in chunks of at most `batch`, fewer for big catalogs, so memory stays bounded."""
+    scored in chunks of at most `batch`, fewer for big catalogs, so memory stays bounded.
+    A slot with nothing left to recommend (score -inf: a train positive, or a video the scorer
+    cannot rank, such as one a champion model never saw) is -1, never a recommendation."""
     order = getattr(scorer, "order", None)
     if order is not None:
         return _top_k_of_one_ranking(order, users, train, k)
@@ -77,7 +79,8 @@ def top_k(
         rows = np.repeat(np.arange(len(chunk)), lengths)
         cols = np.concatenate([train.indices[train.indptr[u] : train.indptr[u + 1]] for u in chunk])
         scores[torch.as_tensor(rows), torch.as_tensor(cols, dtype=torch.long)] = float("-inf")
-        out.append(torch.topk(scores, min(k, scores.shape[1]), dim=1).indices.numpy())
+        best = torch.topk(scores, min(k, scores.shape[1]), dim=1)
+        out.append(torch.where(best.values > float("-inf"), best.indices, -1).numpy())
     return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)
 
 
@@ -101,11 +104,12 @@ def _top_k_of_one_ranking(order: np.ndarray, users: np.ndarray, train: Csr, k: i
 
 
 def hit_matrix(top: np.ndarray, users: np.ndarray, valid: Csr, n_items: int) -> np.ndarray:
-    """hits[b, r] is True when the r-th recommendation of users[b] is one of its valid items."""
+    """hits[b, r] is True when the r-th recommendation of users[b] is one of its valid items
+    (an empty slot, -1, never is)."""
     valid_users = np.repeat(np.arange(len(valid.indptr) - 1), valid.lengths())
     valid_keys = np.sort(valid_users * n_items + valid.indices)
     keys = users[:, None] * n_items + top
-    return np.isin(keys, valid_keys)
+    return np.isin(keys, valid_keys) & (top >= 0)
 
 
 def ranking_metrics(
@@ -146,7 +150,8 @@ def evaluate(
         name: float(values.mean()) if len(values) else 0.0 for name, values in per_user.items()
     }
     for k in ks:
-        metrics[f"coverage@{k}"] = len(np.unique(top[:, :k])) / data.n_items
+        shown = top[:, :k]
+        metrics[f"coverage@{k}"] = len(np.unique(shown[shown >= 0])) / data.n_items
     metrics["users"] = float(len(users))
     if not intervals:
         return EvalResult(metrics, per_user, users)
@@ -222,13 +227,16 @@ def by_popularity(
     valid_rows = np.isin(np.repeat(np.arange(data.n_users), data.valid.lengths()), users)
     valid_buckets = bucket[data.valid.indices[valid_rows]]
     hit_buckets = bucket[top[hits]]
+    shown = top[top >= 0]
     out = {}
     for index, name in enumerate(POPULARITY_BUCKETS):
         relevant = int((valid_buckets == index).sum())
         out[name] = {
             "valid_items": relevant,
             "recall": float((hit_buckets == index).sum() / relevant) if relevant else 0.0,
-            "share_of_recommendations": float((bucket[top] == index).mean()) if top.size else 0.0,
+            "share_of_recommendations": float((bucket[shown] == index).mean())
+            if shown.size
+            else 0.0,
         }
     return out
 

@@ -11,6 +11,7 @@ import re
 
 import psycopg
 
+from trainer.backends.base import MAX_K
 from trainer.backends.postgres.connection import IDENTIFIER, quote_ident
 from trainer.backends.postgres.layout import APP_SCHEMA, SQL_DIR
 from trainer.errors import UserError
@@ -41,6 +42,7 @@ def render_migrations(
     values = {
         "{dim}": str(int(column_dim)),
         "{ann_dim}": str(ann_dim),
+        "{max_k}": str(MAX_K),
         "{marts_schema_name}": marts_schema,
         "{marts_schema}": quote_ident(marts_schema),
         "{vector_schema}": vector_schema,  # regnamespace text: already quoted when needed

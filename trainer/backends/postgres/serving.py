@@ -14,7 +14,7 @@ import psycopg
 from psycopg import sql as psql
 from psycopg.types.json import Jsonb
 
-from trainer.backends.base import Recommendation, ServingTables
+from trainer.backends.base import Recommendation, ServingTables, check_k
 from trainer.backends.postgres.connection import Transaction
 from trainer.backends.postgres.copy_io import copy_arrow
 from trainer.backends.postgres.layout import APP_SCHEMA
@@ -146,8 +146,7 @@ def record_run(tx: Transaction, run: dict[str, Any]) -> None:
 def recommend(tx: Transaction, user_id: str, k: int) -> list[Recommendation]:
     """Top-k videos for a user through recommend_videos(); a user with neither a vector nor
     reviews is an error."""
-    if k < 1:
-        raise UserError("k must be at least 1")
+    check_k(k)
     with tx() as cur:
         cur.execute(
             f"select exists(select 1 from {APP_SCHEMA}.user_embeddings where user_id = %s), "
@@ -166,8 +165,7 @@ def recommend(tx: Transaction, user_id: str, k: int) -> list[Recommendation]:
 
 def similar(tx: Transaction, video_id: str, k: int) -> list[Recommendation]:
     """The k videos closest to one video through similar_videos()."""
-    if k < 1:
-        raise UserError("k must be at least 1")
+    check_k(k)
     try:
         key = uuid.UUID(str(video_id))
     except ValueError:
