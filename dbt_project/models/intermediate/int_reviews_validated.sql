@@ -13,7 +13,11 @@ validated as (
             when product_url is null then 'missing_product_url'
             when not {{ regexp_test('lower(product_url)', '^https?://[^/ ]+') }}
                 then 'invalid_product_url'
+            when {{ byte_length('product_url') }} > {{ var('max_url_bytes') }}
+                then 'product_url_too_long'
             when reviewer_id is null then 'missing_reviewer_id'
+            when {{ byte_length('reviewer_id') }} > {{ var('max_reviewer_id_bytes') }}
+                then 'reviewer_id_too_long'
             when stars_text is null then 'missing_stars'
             when stars_value is null then 'stars_not_numeric'
             when stars_value <> floor(stars_value) then 'stars_not_integer'
