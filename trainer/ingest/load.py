@@ -52,9 +52,13 @@ def _header_order(line: bytes, path: Path) -> list[int]:
         raise UserError(f"{path}: the header line is not UTF-8 text") from exc
     names = [name.strip().strip('"').lower() for name in (_split(text) or [])]
     if sorted(names) != sorted(EXPECTED_COLUMNS):
+        # The first line is not echoed: without a header it is a review, and its reviewer id
+        # must not reach a log (with --anonymize, nothing raw may). Name what is missing instead.
+        missing = [column for column in EXPECTED_COLUMNS if column not in names]
         raise UserError(
-            f"{path}: wrong header {','.join(names)!r}; expected the columns "
-            f"{','.join(EXPECTED_COLUMNS)}"
+            f"{path}: wrong header ({len(names)} fields; missing "
+            f"{', '.join(missing) or 'none, but there are others'}); expected exactly the columns "
+            f"{','.join(EXPECTED_COLUMNS)} (is the header line missing?)"
         )
     return [names.index(column) for column in EXPECTED_COLUMNS]
 

@@ -49,8 +49,11 @@ def connection_settings(
         try:
             parts = conninfo_to_dict(url)
         except psycopg.ProgrammingError as exc:
+            # The driver quotes the token it could not parse, which may be (part of) the
+            # password: every quoted token is masked, as is the password itself.
+            detail = re.sub(r'"[^"]*"', '"***"', scrub(str(exc).strip(), url, _url_password(url)))
             raise UserError(
-                f"{variable} is not a valid Postgres connection string ({scrub(str(exc), url)})"
+                f"{variable} is not a valid Postgres connection string ({detail})"
             ) from None
         conninfo = url
     else:
@@ -111,6 +114,15 @@ def scrub(message: str, *secrets: str | None) -> str:
             message = message.replace(secret, "***")
     message = re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", message)
     return re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", message, flags=re.I)
+
+
+def _url_password(url: str) -> str | None:
+    """The password of a `scheme://user:password@host...` URL as written (even when malformed:
+    the driver's parse error quotes it), so it can be masked; None without one."""
+    match = re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)@", url)
+    if not match or ":" not in match.group(1):
+        return None
+    return match.group(1).split(":", 1)[1] or None
 
 
 def quote_ident(name: str) -> str:

@@ -59,6 +59,11 @@ class SupabaseStore(ArtifactStore):
         url = (url or "").strip().rstrip("/")
         if not re.match(r"^https?://[^/\s]+", url):
             raise UserError("SUPABASE_URL must look like https://<project-ref>.supabase.co")
+        if "@" in url.split("://", 1)[1].split("/", 1)[0]:  # userinfo would be logged with it
+            raise UserError(
+                "SUPABASE_URL must not carry a user or password (https://<project-ref>.supabase.co);"
+                " the key comes from SUPABASE_SERVICE_ROLE_KEY"
+            )
         if not service_role_key or not service_role_key.strip():
             raise UserError("SUPABASE_SERVICE_ROLE_KEY is empty")
         if not re.match(r"^[a-z0-9][a-z0-9._-]{0,62}$", bucket or ""):
