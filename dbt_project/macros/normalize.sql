@@ -5,8 +5,8 @@
     and trailing slashes, lowercased. -#}
 {% macro product_key(url) -%}
     case
-        when {{ regexp_group('lower(trim(' ~ url ~ '))', 'cid=([a-z0-9_]+)') }} is not null
-            then 'dmm:' || {{ regexp_group('lower(trim(' ~ url ~ '))', 'cid=([a-z0-9_]+)') }}
+        when {{ regexp_group('lower(' ~ trim_text(url) ~ ')', 'cid=([a-z0-9_]+)') }} is not null
+            then 'dmm:' || {{ regexp_group('lower(' ~ trim_text(url) ~ ')', 'cid=([a-z0-9_]+)') }}
         else {{ normalized_url(url) }}
     end
 {%- endmacro %}
@@ -15,7 +15,7 @@
     nullif(
         regexp_replace(
             regexp_replace(
-                regexp_replace(lower(trim({{ url }})), '^https?://(www\.)?', ''),
+                regexp_replace(lower({{ trim_text(url) }}), '^https?://(www\.)?', ''),
                 '[?#].*$', ''
             ),
             '/+$', ''
@@ -33,8 +33,8 @@
 
 {% macro default__parse_decimal(expr) -%}
     case
-        when {{ regexp_test('trim(' ~ expr ~ ')', '^[+-]?[0-9]{1,9}([.][0-9]{1,9})?$') }}
-            then cast(trim({{ expr }}) as decimal(18, 9))
+        when {{ regexp_test(trim_text(expr), '^[+-]?[0-9]{1,9}([.][0-9]{1,9})?$') }}
+            then cast({{ trim_text(expr) }} as decimal(18, 9))
     end
 {%- endmacro %}
 
@@ -43,7 +43,7 @@
     DuckDB's and as the unit tests' expectations. -#}
 {% macro postgres__parse_decimal(expr) -%}
     case
-        when {{ regexp_test('trim(' ~ expr ~ ')', '^[+-]?[0-9]{1,9}([.][0-9]{1,9})?$') }}
-            then trim_scale(cast(trim({{ expr }}) as decimal(18, 9)))
+        when {{ regexp_test(trim_text(expr), '^[+-]?[0-9]{1,9}([.][0-9]{1,9})?$') }}
+            then trim_scale(cast({{ trim_text(expr) }} as decimal(18, 9)))
     end
 {%- endmacro %}

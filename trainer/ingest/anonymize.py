@@ -25,9 +25,11 @@ from dataclasses import replace
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import yaml
 
 from trainer.backends import RawLoad
 from trainer.errors import UserError
+from trainer.transform.dbt import PROJECT_DIR
 
 KEY_VARIABLE = "REVIEWER_ID_HMAC_KEY"
 MIN_KEY_BYTES = 16
@@ -55,21 +57,28 @@ def key_from_env(environ: dict[str, str] | None = None) -> bytes:
 
 
 def reviewer_hash(key: bytes, reviewer_id: str) -> str:
-    """HMAC-SHA256 of the id as staging will see it (spaces trimmed), 32 lowercase hex digits."""
+    """HMAC-SHA256 of an id (already trimmed as staging trims it), 32 lowercase hex digits."""
     digest = hmac.new(key, reviewer_id.encode("utf-8"), hashlib.sha256).hexdigest()
     return digest[:HASH_HEX_DIGITS]
+
+
+def trim_characters() -> str:
+    """The characters staging trims from every field: the dbt var trim_codepoints in
+    dbt_project/dbt_project.yml (the set's one home; the trim_text macro reads it too)."""
+    project = yaml.safe_load((PROJECT_DIR / "dbt_project.yml").read_text(encoding="utf-8"))
+    return "".join(chr(int(code)) for code in project["vars"]["trim_codepoints"])
 
 
 def anonymize_load(load: RawLoad, key: bytes) -> RawLoad:
     """The same load with reviewer ids hashed and unparseable lines' text redacted.
 
-    Ids are trimmed of spaces first, as stg_reviews trims them, so ' abc' and 'abc' stay one
+    Ids are trimmed first, of the characters stg_reviews trims, so ' abc' and 'abc\u3000' stay one
     reviewer; an id that is empty after trimming stays empty (dbt rejects it as
     missing_reviewer_id, as it would without anonymization).
     """
     reviews = load.reviews
     column = reviews.column("reviewer_id")
-    trimmed = pc.utf8_trim(column, characters=" ")
+    trimmed = pc.utf8_trim(column, characters=trim_characters())
     unique = pc.unique(trimmed).to_pylist()
     hashed = {value: reviewer_hash(key, value) for value in unique if value}
     mapped = pa.array([hashed.get(value, value) for value in trimmed.to_pylist()], type=pa.string())
