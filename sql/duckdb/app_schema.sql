@@ -25,6 +25,20 @@ create table if not exists user_embeddings (
     updated_at timestamp not null default current_timestamp
 );
 
+-- What serving reads beside the vectors, as of the published model's data (as on Postgres): a
+-- load or a dbt build that is not published yet changes nothing recommend returns. Refreshed by
+-- each publish, in its transaction, from the marts (video_popularity, interactions).
+create table if not exists popular_videos (
+    video_id uuid primary key,
+    positives bigint not null,
+    model_version varchar not null
+);
+
+create table if not exists reviewed_videos (
+    user_id varchar primary key,
+    video_ids uuid[] not null
+);
+
 create table if not exists model_runs (
     model_version varchar primary key,
     started_at timestamp not null,

@@ -73,6 +73,11 @@ class World:
         self.wh.publish_embeddings((VIDEOS, videos), (USERS, users), version)
         return videos, users
 
+    def change_marts(self) -> None:
+        """What a newer load + dbt build would do: reviews move, popularity shifts."""
+        self.wh.execute("delete from interactions where user_id = ?", (USERS[0],))
+        self.wh.execute("update interactions set label = not label where user_id = ?", (COLD_USER,))
+
     def versions(self) -> list[tuple[str, int]]:
         frame = self.wh.read(
             "select model_version, count(*) as n from video_embeddings group by model_version"
@@ -159,6 +164,16 @@ class BackendContract:
         ranked = sorted((-n, v) for v, n in positives.items() if n and v not in REVIEWED[COLD_USER])
         got = world.wh.recommend(COLD_USER, 5)
         assert [(r.video_id, r.score) for r in got] == [(v, float(-n)) for n, v in ranked[:5]]
+
+    def test_serving_answers_from_what_was_published_not_from_newer_marts(
+        self, world: World
+    ) -> None:
+        """A load and dbt build that were not published (yet) change nothing recommend says:
+        the exclusions and the popular list are those of the published model's data."""
+        world.publish("c11", seed=12)
+        before = {u: world.wh.recommend(u, 10) for u in (USERS[0], COLD_USER)}
+        world.change_marts()
+        assert {u: world.wh.recommend(u, 10) for u in (USERS[0], COLD_USER)} == before
 
     def test_an_unknown_user_or_video_is_a_clear_answer(self, world: World) -> None:
         world.publish("c4", seed=4)

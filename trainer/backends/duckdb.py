@@ -117,6 +117,8 @@ class DuckDBWarehouse(Warehouse):
             ("video_embeddings", "video_id", "cast(video_id as uuid)", video_ids, video_matrix),
             ("user_embeddings", "user_id", "user_id", user_ids, user_matrix),
         ]
+        # Files made by an older trainer gain the tables added since (idempotent DDL).
+        self.ensure_app_schema(self.embedding_column_dim("video_embeddings"))
         con = self.con
         self.execute("begin transaction")
         try:
@@ -131,10 +133,28 @@ class DuckDBWarehouse(Warehouse):
                     [model_version],
                 )
                 con.unregister("vectors_in")
+            self._refresh_serving(model_version)
             self.execute("commit")
         except BaseException:
             self.execute("rollback")
             raise
+
+    def _refresh_serving(self, model_version: str) -> None:
+        """popular_videos and reviewed_videos from the marts, inside the publish transaction;
+        left as they are without marts (a warehouse that only receives vectors)."""
+        if not (self.table_exists("interactions") and self.table_exists("video_popularity")):
+            return
+        self.execute("delete from reviewed_videos")
+        self.execute(
+            "insert into reviewed_videos select user_id, list(distinct video_id order by video_id) "
+            "from interactions where video_id is not null group by user_id"
+        )
+        self.execute("delete from popular_videos")
+        self.execute(
+            "insert into popular_videos select p.video_id, p.positives, ? from video_popularity "
+            "as p join video_embeddings as e on e.video_id = p.video_id",
+            (model_version,),
+        )
 
     def record_run(self, run: dict[str, Any]) -> None:
         """Insert or update one model_runs row (JSON columns given as Python objects)."""
@@ -153,7 +173,7 @@ class DuckDBWarehouse(Warehouse):
         check_k(k)
         known = self.con.execute(
             "select exists(select 1 from user_embeddings where user_id = ?), "
-            "exists(select 1 from interactions where user_id = ?)",
+            "exists(select 1 from reviewed_videos where user_id = ?)",
             [user_id, user_id],
         ).fetchall()[0]
         if not known[0] and not known[1]:
@@ -166,8 +186,8 @@ class DuckDBWarehouse(Warehouse):
                 join user_embeddings as u on u.user_id = ?
                 join videos on videos.id = v.video_id
                 where not exists (
-                    select 1 from interactions as i
-                    where i.user_id = u.user_id and i.video_id = v.video_id)
+                    select 1 from reviewed_videos as r
+                    where r.user_id = u.user_id and list_contains(r.video_ids, v.video_id))
                 order by score desc, v.video_id
                 limit ?"""
         else:
@@ -206,16 +226,15 @@ class DuckDBWarehouse(Warehouse):
         self.con.close()
 
 
-# Users without a vector (reviewers with no positive in train) get the most-liked videos they
-# have not reviewed: the video_popularity mart, the one place that ranking is computed.
+# Users without a vector (reviewers with no positive in train) get the most-liked published
+# videos they have not reviewed: popular_videos, ranked at publish from the video_popularity mart.
 _POPULAR_SQL = """
     select cast(p.video_id as varchar), videos.product_url, cast(p.positives as double) as score
-    from video_popularity as p
+    from popular_videos as p
     join videos on videos.id = p.video_id
-    join video_embeddings as e on e.video_id = p.video_id
     where not exists (
-        select 1 from interactions as mine
-        where mine.user_id = ? and mine.video_id = p.video_id)
+        select 1 from reviewed_videos as mine
+        where mine.user_id = ? and list_contains(mine.video_ids, p.video_id))
     order by score desc, p.video_id
     limit ?"""
 
