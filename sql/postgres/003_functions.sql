@@ -148,3 +148,62 @@ $$;
 
 comment on function public.similar_videos(uuid, integer) is
     'reviews_two_tower: the k published videos closest to one video (cosine)';
+
+-- A visitor known only by the videos they liked (an app user without reviews): the user tower on
+-- those likes, [0, 1, normalised mean of their coordinates 3..] in the published layout
+-- (trainer/ml/model.py: fold_in; DuckDB's recommend_for_likes macro), ranked through the ANN index
+-- like recommend_videos, the liked videos excluded. None of the likes published: no rows (the
+-- caller decides what to show instead, e.g. popular_videos).
+create or replace function public.recommend_for_likes(p_video_ids uuid[], k integer default 10)
+returns table (video_id uuid, product_url text, score double precision)
+language sql
+stable
+security invoker
+set search_path = ''
+set plan_cache_mode = force_custom_plan
+set ivfflat.probes = 10
+set ivfflat.iterative_scan = relaxed_order
+set hnsw.ef_search = 400
+set hnsw.iterative_scan = relaxed_order
+as $$
+    with
+
+    liked as materialized (
+        select {vector_schema}.avg({vector_schema}.subvector(e.embedding, 3, {ann_dim} - 2)) as mean
+        from public.video_embeddings as e
+        where e.video_id = any(p_video_ids)
+    ),
+
+    query as materialized (
+        select
+            (
+                '[0,1]'::{vector_schema}.vector
+                operator({vector_schema}.||)
+                {vector_schema}.l2_normalize(l.mean)
+            )::{vector_schema}.vector({ann_dim}) as embedding
+        from liked as l
+        where l.mean is not null
+    ),
+
+    nearest as materialized (
+        select
+            e.video_id,
+            {vector_schema}.subvector(e.embedding, 1, {ann_dim})::{vector_schema}.vector({ann_dim})
+            operator({vector_schema}.<=>) (select query.embedding from query) as distance
+        from public.video_embeddings as e
+        where exists (select 1 from query) and e.video_id <> all(p_video_ids)
+        order by
+            {vector_schema}.subvector(e.embedding, 1, {ann_dim})::{vector_schema}.vector({ann_dim})
+            operator({vector_schema}.<=>) (select query.embedding from query)
+        limit least(greatest(k, 0), {max_k})
+    )
+
+    select n.video_id, v.product_url, 1 - n.distance as score
+    from nearest as n
+    inner join public.videos as v on v.id = n.video_id
+    order by 3 desc, 1
+$$;
+
+comment on function public.recommend_for_likes(uuid[], integer) is
+    'reviews_two_tower: top-k videos for someone known only by the videos they liked (the user '
+    'tower on those likes), excluding them';

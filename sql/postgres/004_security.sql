@@ -26,6 +26,7 @@ alter table public.reviewed_videos enable row level security;
 
 revoke all on function public.recommend_videos(text, integer) from public;
 revoke all on function public.similar_videos(uuid, integer) from public;
+revoke all on function public.recommend_for_likes(uuid[], integer) from public;
 
 do $$
 declare
@@ -57,6 +58,9 @@ begin
         );
         execute format(
             'grant execute on function public.similar_videos(uuid, integer) to %I', api_role
+        );
+        execute format(
+            'grant execute on function public.recommend_for_likes(uuid[], integer) to %I', api_role
         );
 
         -- the marts: no longer read by the functions, so no access for the API roles (unless

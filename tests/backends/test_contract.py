@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.support.marts import create_postgres_marts
 from tests.support.pg_server import PgServer
 from trainer.backends.base import MAX_K, Warehouse
 from trainer.backends.duckdb import DuckDBWarehouse
@@ -115,16 +116,7 @@ def postgres_world(pg: PgServer) -> Iterator[World]:
             "'https://www.dmm.co.jp/-/detail/=/cid=c' || generate_series(0, %s - 1)",
             (VIDEOS, N_VIDEOS),
         )
-        con.execute(
-            "create table recsys.interactions (user_id text, video_id uuid, stars integer, "
-            "label boolean, weight double precision)"
-        )
-        con.execute(  # and for the popularity mart, kept live over the stand-in
-            "create view recsys.video_popularity as select video_id, count(*) as positives "
-            "from recsys.interactions where label group by video_id"
-        )
-        with con.cursor() as cur:
-            cur.executemany("insert into recsys.interactions values (%s, %s, %s, %s, %s)", REVIEWS)
+        create_postgres_marts(con, REVIEWS)
     try:
         yield World(wh)
     finally:
@@ -153,6 +145,18 @@ class BackendContract:
         got = world.wh.similar(VIDEOS[5], 7)
         expected = cosine_order(videos, fold_in(videos, [5]), {VIDEOS[5]})[:7]
         assert [r.video_id for r in got] == expected
+
+    def test_a_visitor_known_by_likes_gets_the_user_tower_on_those_likes(
+        self, world: World
+    ) -> None:
+        videos, _ = world.publish("c12", seed=13)
+        likes = [4, 17, 33]
+        got = world.wh.recommend_for_likes([VIDEOS[i] for i in likes], 5)
+        expected = cosine_order(videos, fold_in(videos, likes), {VIDEOS[i] for i in likes})[:5]
+        assert [r.video_id for r in got] == expected
+        assert world.wh.recommend_for_likes([str(uuid.uuid4())], 5) == []  # nothing published
+        with pytest.raises(UserError, match="uuid"):
+            world.wh.recommend_for_likes(["not-a-uuid"], 5)
 
     def test_a_reviewer_without_a_vector_gets_the_popular_videos_they_did_not_review(
         self, world: World

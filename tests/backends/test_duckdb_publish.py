@@ -58,3 +58,43 @@ def test_a_bad_publish_is_a_clear_error_and_leaves_the_old_vectors(warehouse, ca
     with pytest.raises(UserError, match="nothing published"):
         warehouse.publish_embeddings(videos, users, "bad")
     assert snapshot(warehouse) == before
+
+
+def test_a_fault_after_the_first_table_was_written_leaves_both_tables_as_they_were(
+    warehouse, monkeypatch
+) -> None:
+    """The video table is replaced inside the transaction, then the user table's insert fails:
+    the rollback must restore the video rows too, vector for vector."""
+    before = snapshot(warehouse)
+    seen_inside: list[list[tuple]] = []
+    real_execute = warehouse.execute
+
+    def execute(sql: str, params: tuple = ()) -> None:
+        if sql.lstrip().startswith("insert into user_embeddings"):
+            seen_inside.append(  # the new video rows are written, in the open transaction
+                warehouse.con.execute(
+                    "select distinct model_version from video_embeddings"
+                ).fetchall()
+            )
+            raise RuntimeError("disk full while writing user_embeddings")
+        real_execute(sql, params)
+
+    monkeypatch.setattr(warehouse, "execute", execute)
+    with pytest.raises(RuntimeError, match="disk full"):
+        warehouse.publish_embeddings(
+            (VIDEOS, vectors(5, seed=7)), (USERS, vectors(4, seed=8)), "new"
+        )
+    assert seen_inside == [[("new",)]]
+    monkeypatch.undo()
+    after = snapshot(warehouse)
+    assert after == before  # ids, vectors and versions, row for row
+    np.testing.assert_array_equal(
+        np.array([row[2] for row in after if row[0] == "v"], dtype=np.float32)[:, :8], vectors(5)
+    )
+    np.testing.assert_array_equal(
+        np.array([row[2] for row in after if row[0] == "u"], dtype=np.float32)[:, :8],
+        vectors(4, seed=1),
+    )
+    # the connection is usable: the next publish goes through
+    warehouse.publish_embeddings((VIDEOS, vectors(5, seed=7)), (USERS, vectors(4, seed=8)), "new")
+    assert {row[3] for row in snapshot(warehouse)} == {"new"}

@@ -12,6 +12,7 @@ import numpy as np
 import psycopg
 import pytest
 
+from tests.support.marts import create_postgres_marts
 from tests.support.pg_server import PgServer
 from trainer.backends.base import MAX_K
 from trainer.backends.postgres import (
@@ -160,15 +161,6 @@ def world(pg_env: PgServer) -> World:
             "'https://www.dmm.co.jp/-/detail/=/cid=v' || generate_series(0, %s - 1)",
             (video_ids, len(video_ids)),
         )
-        # Stand-ins for the dbt marts (built for real in tests/dbt/test_models_postgres.py).
-        con.execute(
-            "create table recsys.interactions (user_id text, video_id uuid, stars integer, "
-            "label boolean, weight double precision)"
-        )
-        con.execute(  # and for the popularity mart, kept live over the stand-in
-            "create view recsys.video_popularity as select video_id, count(*) as positives "
-            "from recsys.interactions where label group by video_id"
-        )
         rng = np.random.default_rng(5)
         rows, reviewed = [], {}
         popularity = np.arange(N_VIDEOS, 0, -1, dtype=float) ** 2
@@ -179,8 +171,7 @@ def world(pg_env: PgServer) -> World:
             for i in picks:
                 stars = int(rng.integers(1, 6))
                 rows.append((user, video_ids[i], stars, stars >= 4, stars / 5))
-        with con.cursor() as cur:
-            cur.executemany("insert into recsys.interactions values (%s, %s, %s, %s, %s)", rows)
+        create_postgres_marts(con, rows)
     world = World(pg_env, wh, video_ids[:N_VIDEOS], user_ids[:N_USERS], reviewed)
     yield world
     wh.close()
@@ -747,6 +738,7 @@ def test_every_serving_function_bounds_k_for_every_caller(world: World) -> None:
     calls = [  # (role, function, first argument): both paths have more than MAX_K candidates
         ("authenticated", "recommend_videos", world.user_ids[0]),
         ("anon", "similar_videos", world.video_ids[0]),
+        ("anon", "recommend_for_likes", world.video_ids[:3]),  # a visitor: anon may call it
     ]
     with world.connect() as con:
         con.execute("set enable_indexscan = off")  # exact scans: the ANN may return fewer rows

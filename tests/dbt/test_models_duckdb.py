@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import duckdb
+import polars as pl
 import pytest
+import yaml
+from polars.testing import assert_frame_equal
 
 from tests.support.warehouses import build_duckdb
 from trainer.backends.duckdb import DuckDBWarehouse
+from trainer.transform.dbt import PROJECT_DIR
 
 DMM = "https://www.dmm.co.jp/digital/videoa/-/detail/=/cid="
 LINES = [
@@ -134,7 +139,6 @@ def test_ingested_ids_are_a_function_of_the_product_key(handmade) -> None:
             "where not is_registered",
         )
     )
-    import hashlib
     import uuid
 
     for key, video_id in ids.items():
@@ -228,3 +232,125 @@ def test_the_tune_slice_is_carved_out_of_train_by_the_same_rule(synth_warehouse:
     for n_train, n_tune in per_user:  # round(n * 0.2), at least 1, at most n - 1; n = 1: none
         expected = 0 if n_train < 2 else min(n_train - 1, max(1, int(n_train * 0.2 + 0.5)))
         assert n_tune == expected
+
+
+def test_split_membership_is_the_md5_rule_recomputed_in_polars(synth_warehouse: Path) -> None:
+    """Every positive's split and tune flag, recomputed from interactions: per user, order the
+    positives by (md5(seed|user|video), video); the first round_half_up(n * fraction), bounded to
+    [1, n - 1] (none when n < 2), are held out; valid first, then the tune slice inside train."""
+    project = yaml.safe_load((PROJECT_DIR / "dbt_project.yml").read_text())["vars"]
+    con = duckdb.connect(str(synth_warehouse), read_only=True)
+    positives = con.sql(
+        "select user_id, cast(video_id as varchar) as video_id from interactions where label"
+    ).pl()
+    actual = con.sql(
+        "select user_id, cast(video_id as varchar) as video_id, split, tune from interaction_splits"
+    ).pl()
+    con.close()
+
+    def held_out(frame: pl.DataFrame, seed: int, fraction: float) -> pl.DataFrame:
+        n = pl.len().over("user_id")
+        count = (
+            pl.when(n < 2)
+            .then(0)
+            .otherwise(pl.min_horizontal(n - 1, pl.max_horizontal(1, (n * fraction + 0.5).floor())))
+        )
+        draw = pl.format("{}|{}|{}", pl.lit(str(seed)), "user_id", "video_id").map_elements(
+            lambda key: hashlib.md5(key.encode()).hexdigest(), return_dtype=pl.String
+        )
+        ranked = frame.with_columns(draw=draw).sort("user_id", "draw", "video_id")
+        return ranked.select(
+            "user_id", "video_id", held=pl.int_range(1, pl.len() + 1).over("user_id") <= count
+        )
+
+    valid = held_out(positives, project["split_seed"], project["valid_fraction"])
+    train = valid.filter(~pl.col("held")).select("user_id", "video_id")
+    tune = held_out(train, project["tune_seed"], project["tune_fraction"])
+    expected = valid.join(tune, on=["user_id", "video_id"], how="left").select(
+        "user_id",
+        "video_id",
+        split=pl.when("held").then(pl.lit("valid")).otherwise(pl.lit("train")),
+        tune=pl.col("held_right").fill_null(False),
+    )
+    key = ["user_id", "video_id"]
+    assert expected.height == actual.height == positives.height
+    assert expected["tune"].sum() > 0 and (expected["split"] == "valid").sum() > 0
+    assert_frame_equal(expected.sort(key), actual.sort(key))
+
+
+# -- which spelling and which registered row a product gets ------------------------------------
+SPELLINGS = [
+    "product_url,reviewer_id,stars",
+    f"{DMM}xyz001/?i3_ref=a,alice,5",  # 2 spelling A: the earliest line
+    f"{DMM}xyz001/,bob,4",  # 3 spelling B
+    f"{DMM}xyz001/,carol,3",  # 4 B
+    f"{DMM}xyz001/?i3_ref=a,dave,5",  # 5 A, superseded by line 6 (duplicate): not counted
+    f"{DMM}xyz001/?i3_ref=a,dave,5",  # 6 A: 3 lines each, but kept reviews B 3, A 2
+    f"{DMM}xyz001/,erin,4",  # 7 B
+    "http://www.dmm.co.jp/digital/videoa/-/detail/=/cid=xyz002,frank,4",  # 8 a tie: earliest
+    f"{DMM}xyz002/,gina,4",  # 9
+    f"{DMM}reg001/,henry,5",  # 10 registered three times
+    f"{DMM}reg002/,henry,4",  # 11 registered twice at the same time
+]
+REGISTERED = [  # (id, product_url, created_at)
+    ("11111111-0000-4000-8000-000000000001", f"{DMM}reg001/", "2024-02-01"),
+    ("11111111-0000-4000-8000-000000000002", f"{DMM}REG001", "2024-01-01"),  # earliest
+    ("11111111-0000-4000-8000-000000000003", f"{DMM}reg001/?x=1", None),  # no date: last
+    ("ffffffff-0000-4000-8000-000000000004", f"{DMM}reg002/", "2024-01-01"),
+    ("00000000-0000-4000-8000-000000000005", f"{DMM}reg002/?x=1", "2024-01-01"),  # smaller id
+]
+
+
+@pytest.fixture(scope="module")
+def spellings(tmp_path_factory: pytest.TempPathFactory) -> duckdb.DuckDBPyConnection:
+    tmp = tmp_path_factory.mktemp("spellings")
+    csv = tmp / "reviews.csv"
+    csv.write_text("\n".join(SPELLINGS) + "\n", encoding="utf-8")
+    db = tmp / "warehouse.duckdb"
+    with DuckDBWarehouse(db) as warehouse:
+        warehouse.ensure_app_schema()
+        for row in REGISTERED:
+            warehouse.execute(
+                "insert into videos (id, product_url, created_at) values (?, ?, ?)", row
+            )
+    build_duckdb(csv, db)
+    con = duckdb.connect(str(db), read_only=True)
+    yield con
+    con.close()
+
+
+def test_the_most_frequent_kept_spelling_names_an_unregistered_video(spellings) -> None:
+    catalog = dict(
+        rows(
+            spellings,
+            "select product_key, product_url from int_video_catalog where not is_registered",
+        )
+    )
+    assert catalog == {
+        "dmm:xyz001": f"{DMM}xyz001/",  # most kept reviews: not the earliest, not a raw-line tie
+        "dmm:xyz002": "http://www.dmm.co.jp/digital/videoa/-/detail/=/cid=xyz002",  # tie: line 8
+    }
+    ingested = rows(
+        spellings,
+        "select v.product_url from videos v join int_video_catalog c on c.video_id = v.id "
+        "where not c.is_registered order by 1",
+    )
+    assert ingested == [(catalog["dmm:xyz002"],), (catalog["dmm:xyz001"],)]
+
+
+def test_the_earliest_registered_row_gives_the_video_id(spellings) -> None:
+    catalog = rows(
+        spellings,
+        "select product_key, cast(video_id as varchar), product_url from int_video_catalog "
+        "where is_registered order by 1",
+    )
+    assert catalog == [
+        ("dmm:reg001", REGISTERED[1][0], REGISTERED[1][1]),  # earliest created_at
+        ("dmm:reg002", REGISTERED[4][0], REGISTERED[4][1]),  # same time: smallest id
+    ]
+    henry = rows(
+        spellings,
+        "select cast(video_id as varchar) from interactions where user_id = 'henry' order by 1",
+    )
+    assert henry == [(REGISTERED[4][0],), (REGISTERED[1][0],)]
+    assert rows(spellings, "select count(*) from videos")[0][0] == len(REGISTERED) + 2

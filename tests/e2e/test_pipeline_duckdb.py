@@ -1,21 +1,27 @@
-"""The weekly pipeline on DuckDB: first publish, re-run, failing gate, storage outage, rollback."""
+"""The weekly pipeline on DuckDB: first publish, re-run, failing gate, storage outage, a failure at
+each publish step, rollback."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import duckdb
+import numpy as np
+import polars as pl
 import pytest
 
 from tests.support.fake_supabase_storage import FakeSupabaseStorage
+from trainer.backends.duckdb import DuckDBWarehouse
 from trainer.cli import main
 from trainer.errors import UserError
 from trainer.ingest.synth import SynthConfig, write_synthetic_csv
-from trainer.release.storage import LocalStore
+from trainer.release.artifact import load_artifact
+from trainer.release.storage import LATEST_NAME, LocalStore
 
 GOOD = ["--epochs", "12", "--embedding-dim", "32", "--quiet"]
 BAD = ["--epochs", "1", "--lr", "0.00001", "--embedding-dim", "16", "--quiet"]
@@ -29,26 +35,51 @@ def pipeline_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def isolate(monkeypatch: pytest.MonkeyPatch, tmp: Path) -> None:
+    """A fresh DuckDB file in `tmp`, no Supabase, no webhook, no job summary."""
+    monkeypatch.setenv("DUCKDB_PATH", str(tmp / "warehouse.duckdb"))
+    for name in ("SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY", "SLACK_WEBHOOK_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+
+
+def pipeline(tmp: Path, csv: Path, *flags: str) -> int:
+    outputs = [
+        "--store-root", str(tmp / "store"),
+        "--out-model", str(tmp / "out" / "two_tower_latest.safetensors"),
+        "--out-video-emb", str(tmp / "out" / "v.parquet"),
+        "--out-user-emb", str(tmp / "out" / "u.parquet"),
+    ]  # fmt: skip
+    return main(["pipeline", str(csv), *outputs, *flags])
+
+
 @pytest.fixture
 def job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pipeline_csv: Path):
     """Runs `python -m trainer pipeline` in a fresh DuckDB file and local store."""
-    monkeypatch.setenv("DUCKDB_PATH", str(tmp_path / "warehouse.duckdb"))
-    monkeypatch.delenv("SUPABASE_URL", raising=False)
-    monkeypatch.delenv("SUPABASE_SERVICE_ROLE_KEY", raising=False)
-    monkeypatch.delenv("SLACK_WEBHOOK_URL", raising=False)
-    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    isolate(monkeypatch, tmp_path)
 
     def run(*flags: str) -> int:
-        outputs = [
-            "--store-root", str(tmp_path / "store"),
-            "--out-model", str(tmp_path / "out" / "two_tower_latest.safetensors"),
-            "--out-video-emb", str(tmp_path / "out" / "v.parquet"),
-            "--out-user-emb", str(tmp_path / "out" / "u.parquet"),
-        ]  # fmt: skip
-        return main(["pipeline", str(pipeline_csv), *outputs, *flags])
+        return pipeline(tmp_path, pipeline_csv, *flags)
 
     run.tmp = tmp_path
     return run
+
+
+@pytest.fixture(scope="module")
+def published_once(tmp_path_factory: pytest.TempPathFactory, pipeline_csv: Path) -> Path:
+    """A folder after one passing run (warehouse, store, outputs), built once for the module."""
+    tmp = tmp_path_factory.mktemp("published-once")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        isolate(monkeypatch, tmp)
+        assert pipeline(tmp, pipeline_csv, *GOOD) == 0
+    return tmp
+
+
+@pytest.fixture
+def after_first(job, published_once: Path):
+    """`job`, its folder holding a copy of `published_once`: the second run is the next one."""
+    shutil.copytree(published_once, job.tmp, dirs_exist_ok=True)
+    return job
 
 
 def query(tmp: Path, sql: str) -> list[tuple]:
@@ -76,6 +107,37 @@ def runs(tmp: Path) -> list[tuple]:
         "select model_version, gate_passed, published, gate_reason, notes from model_runs "
         "order by started_at, model_version",
     )
+
+
+def table_vectors(tmp: Path) -> dict[str, dict[str, tuple[str, np.ndarray]]]:
+    """{table: {id: (model_version, vector as stored)}} of both embedding tables."""
+    tables = {}
+    for table, key in (("video_embeddings", "video_id"), ("user_embeddings", "user_id")):
+        rows = query(tmp, f"select cast({key} as varchar), model_version, embedding from {table}")
+        tables[table] = {r[0]: (r[1], np.asarray(r[2], dtype=np.float32)) for r in rows}
+    return tables
+
+
+def assert_tables_hold(tmp: Path, model_file: Path) -> None:
+    """Both embedding tables hold exactly the vectors of the artifact in `model_file`: the same
+    ids, its version on every row, its vectors bit for bit (zero-padded to the column)."""
+    artifact = load_artifact(model_file)
+    tables = table_vectors(tmp)
+    for table, ids, matrix in (
+        ("video_embeddings", artifact.video_ids, artifact.item_vectors),
+        ("user_embeddings", artifact.user_ids, artifact.user_vectors),
+    ):
+        rows = tables[table]
+        assert sorted(rows) == sorted(ids), table
+        assert {version for version, _ in rows.values()} == {artifact.version}, table
+        held = np.stack([rows[i][1] for i in ids])
+        dim = matrix.shape[1]
+        np.testing.assert_array_equal(held[:, :dim], matrix.astype(np.float32), err_msg=table)
+        assert not held[:, dim:].any(), table
+
+
+def stored(tmp: Path) -> set[str]:
+    return {p.name for p in (tmp / "store").iterdir()}
 
 
 class Webhook(BaseHTTPRequestHandler):
@@ -121,8 +183,8 @@ def test_first_publish_then_a_passing_rerun_moves_latest(job, monkeypatch, tmp_p
     assert summary.read_text().count("| two_tower |") == 2
 
 
-def test_a_failing_gate_publishes_nothing(job, capsys) -> None:
-    assert job(*GOOD) == 0
+def test_a_failing_gate_publishes_nothing(after_first, capsys) -> None:
+    job = after_first
     store = job.tmp / "store"
     latest = digest(store / "two_tower_latest.safetensors")
     before = published_versions(job.tmp)
@@ -136,8 +198,8 @@ def test_a_failing_gate_publishes_nothing(job, capsys) -> None:
     assert failed[1:3] == (False, False) and "popularity" in failed[3]
 
 
-def test_force_needs_a_reason_and_is_recorded(job, capsys) -> None:
-    assert job(*GOOD) == 0
+def test_force_needs_a_reason_and_is_recorded(after_first, capsys) -> None:
+    job = after_first
     assert job(*BAD, "--force") == 2
     assert "--force needs --reason" in capsys.readouterr().err
     assert job(*BAD, "--force", "--reason", "hotfix: new catalog") == 0
@@ -165,8 +227,8 @@ def test_a_storage_outage_publishes_no_embeddings(job, monkeypatch) -> None:
     assert "test-key" not in failed[3] + failed[4]
 
 
-def test_an_upload_failure_after_the_gate_publishes_no_embeddings(job, monkeypatch) -> None:
-    assert job(*GOOD) == 0
+def test_an_upload_failure_after_the_gate_publishes_no_embeddings(after_first, monkeypatch) -> None:
+    job = after_first
     before = published_versions(job.tmp)
     store = job.tmp / "store"
     latest = digest(store / "two_tower_latest.safetensors")
@@ -183,13 +245,140 @@ def test_an_upload_failure_after_the_gate_publishes_no_embeddings(job, monkeypat
     assert "nothing was published" in json.loads(failed[4])["error"]
 
 
-def test_rollback_restores_an_earlier_version(job) -> None:
-    assert job(*GOOD) == 0
-    assert job(*GOOD) == 0
-    first, second = (r[0] for r in runs(job.tmp))
-    assert published_versions(job.tmp) == {second}
-    store = job.tmp / "store"
+# The publish order (trainer/jobs/pipeline.py, README "The weekly pipeline and its gate"):
+#   1. store <version>.safetensors, 2. replace the embeddings (one transaction), 3. move latest.
+# "A failure at the first step publishes nothing; at the second, the tables keep the old model;
+# only a failure of the last step leaves new embeddings beside the old `latest`, and the run says
+# so." For each step: (second run's files in the store, whose vectors the tables hold, the
+# second run's model_runs.published, what its error says, the store calls made).
+STEPS = {
+    "versioned": (False, "first", False, "publish failed, nothing was published", ["versioned"]),
+    "embeddings": (True, "first", False, "publish failed, nothing was published", ["versioned"]),
+    "latest": (
+        True,
+        "second",
+        True,
+        f"embeddings published but {LATEST_NAME} was not moved",
+        ["versioned", "latest"],
+    ),
+}
+
+
+@pytest.mark.parametrize("step", list(STEPS))
+def test_a_failure_at_each_publish_step_leaves_what_the_readme_says(
+    after_first, monkeypatch, capsys, step
+) -> None:
+    kept, holds, published, error, calls_expected = STEPS[step]
+    tmp = after_first.tmp
+    store = tmp / "store"
+    (first,) = [r[0] for r in runs(tmp)]
+    latest = digest(store / LATEST_NAME)
+    assert stored(tmp) == {f"{first}.safetensors", LATEST_NAME}
+    assert latest == digest(store / f"{first}.safetensors")
+    assert_tables_hold(tmp, store / f"{first}.safetensors")
+
+    calls: list[str] = []
+    real_put = LocalStore.put
+
+    def put(self, local_path, name):
+        calls.append("latest" if name == LATEST_NAME else "versioned")
+        if calls[-1] == step:
+            raise UserError(f"injected failure storing {name}")
+        real_put(self, local_path, name)
+
+    def refuse(self, *args, **kwargs):
+        calls.append("embeddings")
+        raise UserError("injected failure writing the embeddings")
+
+    monkeypatch.setattr(LocalStore, "put", put)
+    if step == "embeddings":
+        monkeypatch.setattr(DuckDBWarehouse, "publish_embeddings", refuse)
+    capsys.readouterr()
+    assert after_first(*GOOD) == 1
+    out = capsys.readouterr().out
+
+    history = runs(tmp)
+    assert [r[0] for r in history][0] == first and len(history) == 2
+    assert history[0][1:3] == (True, True)  # the first run's row is left as it was
+    second, gate_passed, was_published, gate_reason, notes = history[1]
+    assert gate_passed is True and "against the champion" in gate_reason  # only publish failed
+    assert was_published is published
+    recorded = json.loads(notes)["error"]
+    assert recorded.startswith(error) and "injected failure" in recorded
+    assert f"error: {recorded}" in out
+    assert [c for c in calls if c != "embeddings"] == calls_expected
+    # the store: the old latest stays; the versioned copy is there unless step 1 failed
+    assert digest(store / LATEST_NAME) == latest
+    expected = {f"{first}.safetensors", LATEST_NAME} | (
+        {f"{second}.safetensors"} if kept else set()
+    )
+    assert stored(tmp) == expected
+    if kept:
+        assert digest(store / f"{second}.safetensors") == digest(
+            tmp / "out" / f"{second}.safetensors"
+        )
+    # the tables: the old model's vectors exactly, or (last step) the new one's
+    live = first if holds == "first" else second
+    assert_tables_hold(tmp, store / f"{live}.safetensors")
+    assert published_versions(tmp) == {live}
+
+
+def test_rollback_restores_an_earlier_version(after_first) -> None:
+    tmp = after_first.tmp
+    store = tmp / "store"
+    before = table_vectors(tmp)  # what the first run published
+    parquet = {  # and the first run's parquet files (the second run overwrites them)
+        "video_embeddings": pl.read_parquet(tmp / "out" / "v.parquet"),
+        "user_embeddings": pl.read_parquet(tmp / "out" / "u.parquet"),
+    }
+    assert after_first(*GOOD) == 0
+    first, second = (r[0] for r in runs(tmp))
+    assert published_versions(tmp) == {second}
+    rows_before = runs(tmp)
     assert main(["rollback", first, "--store-root", str(store)]) == 0
-    assert published_versions(job.tmp) == {first}
-    assert digest(store / "two_tower_latest.safetensors") == digest(store / f"{first}.safetensors")
+    assert published_versions(tmp) == {first}
+    assert digest(store / LATEST_NAME) == digest(store / f"{first}.safetensors")
+    # the tables hold exactly the first version's vectors: its artifact's, and what it published
+    assert_tables_hold(tmp, store / f"{first}.safetensors")
+    after = table_vectors(tmp)
+    for table in before:
+        assert sorted(after[table]) == sorted(before[table]), table
+        for key, (version, vector) in before[table].items():
+            assert after[table][key][0] == version == first
+            np.testing.assert_array_equal(after[table][key][1], vector)
+    for table, frame in parquet.items():
+        key = frame.columns[0]
+        assert set(frame["model_version"]) == {first}
+        for key_value, vector in zip(frame[key], frame["embedding"], strict=True):
+            dim = len(vector)
+            np.testing.assert_array_equal(after[table][key_value][1][:dim], vector.to_numpy())
+    assert stored(tmp) == {f"{first}.safetensors", f"{second}.safetensors", LATEST_NAME}
+    # model_runs: both rows as they were (the first says published, as it is again); the rollback
+    # adds no row and rewrites no other run's verdict
+    assert runs(tmp) == rows_before
     assert main(["rollback", "two_tower_209901010000", "--store-root", str(store)]) == 2
+    assert_tables_hold(tmp, store / f"{first}.safetensors")  # a bad rollback changes nothing
+
+
+def test_rollback_to_a_stored_version_that_was_never_published_records_it(
+    after_first, monkeypatch
+) -> None:
+    """A run that failed at the embeddings step left its versioned artifact: rolling back to it
+    publishes its vectors, makes it latest, and its model_runs row then says published."""
+    tmp = after_first.tmp
+    store = tmp / "store"
+
+    def refuse(self, *args, **kwargs):
+        raise UserError("injected failure writing the embeddings")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(DuckDBWarehouse, "publish_embeddings", refuse)
+        assert after_first(*GOOD) == 1
+    first, second = (r[0] for r in runs(tmp))
+    assert [r[1:3] for r in runs(tmp)] == [(True, True), (True, False)]
+    assert main(["rollback", second, "--store-root", str(store)]) == 0
+    assert_tables_hold(tmp, store / f"{second}.safetensors")
+    assert digest(store / LATEST_NAME) == digest(store / f"{second}.safetensors")
+    history = runs(tmp)
+    assert [r[1:3] for r in history] == [(True, True), (True, True)]
+    assert "nothing was published" in json.loads(history[1][4])["error"]  # the run's own story

@@ -1,15 +1,19 @@
-"""The weekly pipeline end to end on a real Postgres + pgvector: the command the workflow runs."""
+"""The weekly pipeline end to end on a real Postgres + pgvector: the command the workflow runs,
+and a rollback."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import psycopg
 import pytest
 
 from tests.support.pg_server import PgServer
 from tests.support.warehouses import output_flags
 from trainer.cli import main
 from trainer.ingest.synth import SynthConfig, write_synthetic_csv
+from trainer.release.artifact import load_artifact
 
 FLAGS = ["--target", "postgres", "--epochs", "12", "--embedding-dim", "32", "--quiet"]
 
@@ -22,11 +26,34 @@ def db(pg_env: PgServer, tmp_path_factory: pytest.TempPathFactory):
     return pg_env, csv, tmp_path_factory.mktemp("pgpipe-out")
 
 
+def assert_tables_hold(con: psycopg.Connection, model_file: Path) -> None:
+    """Both published tables hold exactly the artifact's vectors (zero-padded to the column)."""
+    artifact = load_artifact(model_file)
+    for table, key, ids, matrix in (
+        ("video_embeddings", "video_id", artifact.video_ids, artifact.item_vectors),
+        ("user_embeddings", "user_id", artifact.user_ids, artifact.user_vectors),
+    ):
+        rows = {
+            r[0]: (r[1], np.asarray(r[2], dtype=np.float32))
+            for r in con.execute(
+                f"select {key}::text, model_version, embedding::real[] from public.{table}"
+            ).fetchall()
+        }
+        assert sorted(rows) == sorted(ids), table
+        assert {version for version, _ in rows.values()} == {artifact.version}, table
+        held = np.stack([rows[i][1] for i in ids])
+        dim = matrix.shape[1]
+        np.testing.assert_array_equal(held[:, :dim], matrix.astype(np.float32), err_msg=table)
+        assert not held[:, dim:].any(), table
+
+
 def pipeline(csv: Path, out: Path, *extra: str) -> int:
     return main(["pipeline", str(csv), *FLAGS, *output_flags(out), *extra])
 
 
-def test_two_weekly_runs_publish_then_replace(db, monkeypatch, capsys) -> None:
+def test_two_weekly_runs_publish_then_replace_and_a_rollback_restores(
+    db, monkeypatch, capsys
+) -> None:
     server, csv, out = db
     for name in ("SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY", "SLACK_WEBHOOK_URL"):
         monkeypatch.delenv(name, raising=False)
@@ -56,6 +83,27 @@ def test_two_weekly_runs_publish_then_replace(db, monkeypatch, capsys) -> None:
     assert [r[1:] for r in runs] == [(True, True), (True, True)]
     assert versions == [(runs[-1][0],)]  # only the new version's vectors remain
     assert len(indexes) == 1  # built for the new embedding space (its slot) only
+    assert main(["recommend", "--target", "postgres", "--user", "rv0000002"]) == 0
+    listed = [line.split()[2] for line in capsys.readouterr().out.splitlines()[3:]]
+    assert len(listed) == 10 and not reviewed.intersection(listed)
+
+    # rollback to the first version: latest, both tables and the serving functions follow
+    first, second = runs[0][0], runs[1][0]
+    store = out / "store"
+    rollback = ["rollback", first, "--target", "postgres", "--store-root", str(store)]
+    assert main(rollback) == 0
+    assert (store / "two_tower_latest.safetensors").read_bytes() == (
+        store / f"{first}.safetensors"
+    ).read_bytes()
+    with server.connect("pipeline") as con:
+        assert_tables_hold(con, store / f"{first}.safetensors")
+        after = con.execute(
+            "select model_version, gate_passed, published from public.model_runs "
+            "order by started_at"
+        ).fetchall()
+    assert after == runs  # both were published runs; the rollback rewrites no other verdict
+    assert {first, second} == {r[0] for r in after}
+    capsys.readouterr()
     assert main(["recommend", "--target", "postgres", "--user", "rv0000002"]) == 0
     listed = [line.split()[2] for line in capsys.readouterr().out.splitlines()[3:]]
     assert len(listed) == 10 and not reviewed.intersection(listed)

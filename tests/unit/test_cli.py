@@ -97,6 +97,9 @@ def test_recommend_excludes_reviewed_videos(trained: Path, capsys, monkeypatch) 
     assert main(["recommend", "--video", listed[0], "-k", "5"]) == 0
     similar = capsys.readouterr().out.splitlines()[3:]
     assert len(similar) == 5 and listed[0] not in "".join(similar)
+    assert main(["recommend", "--likes", ",".join(listed[:3]), "-k", "4"]) == 0
+    for_likes = capsys.readouterr().out.splitlines()[3:]
+    assert len(for_likes) == 4 and not set(listed[:3]) & {r.split()[2] for r in for_likes}
 
 
 def test_unknown_user_is_a_clear_error(trained: Path, capsys, monkeypatch) -> None:

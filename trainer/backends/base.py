@@ -6,6 +6,7 @@ methods; SQL that differs by engine stays in the backends and in dbt dispatch ma
 
 from __future__ import annotations
 
+import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
@@ -114,6 +115,12 @@ class Warehouse(ABC):
         """The k videos closest to one video."""
 
     @abstractmethod
+    def recommend_for_likes(self, video_ids: list[str], k: int) -> list[Recommendation]:
+        """Top-k videos for someone known only by the videos they liked (the user tower on
+        those likes, trainer/ml/model.py: fold_in), the likes excluded; [] when none of them
+        has a published vector."""
+
+    @abstractmethod
     def close(self) -> None: ...
 
     def __enter__(self) -> Warehouse:
@@ -178,3 +185,14 @@ def check_k(k: int) -> int:
     if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_K:
         raise UserError(f"k must be between 1 and {MAX_K}, got {k!r}")
     return k
+
+
+def check_video_ids(video_ids: list[str]) -> list[str]:
+    """Video ids as canonical uuid text; anything else is a clear error."""
+    out = []
+    for video_id in video_ids:
+        try:
+            out.append(str(uuid.UUID(str(video_id))))
+        except ValueError as exc:
+            raise UserError(f"video id must be a uuid, got {video_id!r}") from exc
+    return out

@@ -24,6 +24,7 @@ from trainer.backends.base import (
     Warehouse,
     check_k,
     check_vectors,
+    check_video_ids,
     check_widths,
     pad_to,
 )
@@ -219,6 +220,23 @@ class DuckDBWarehouse(Warehouse):
             order by score desc, v.video_id
             limit ?""",
             [video_id, video_id, video_id, k],
+        ).fetchall()
+        return [Recommendation(str(r[0]), r[1], float(r[2])) for r in rows]
+
+    def recommend_for_likes(self, video_ids: list[str], k: int) -> list[Recommendation]:
+        check_k(k)
+        likes = check_video_ids(video_ids)
+        known = self.con.execute(
+            "select count(*) from video_embeddings "
+            "where list_contains(cast(? as uuid[]), video_id)",
+            [likes],
+        ).fetchone()[0]
+        if not known:  # the macro's mean of nothing is not a vector
+            return []
+        rows = self.con.execute(
+            "select cast(video_id as varchar), product_url, score "
+            "from recommend_for_likes(cast(? as uuid[]), ?) where score is not null",
+            [likes, k],
         ).fetchall()
         return [Recommendation(str(r[0]), r[1], float(r[2])) for r in rows]
 

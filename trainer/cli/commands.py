@@ -78,6 +78,10 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
         if args.user is not None:
             rows = warehouse.recommend(args.user, args.k)
             title = f"top {args.k} for user {args.user}"
+        elif args.likes is not None:
+            likes = [v.strip() for v in args.likes.split(",") if v.strip()]
+            rows = warehouse.recommend_for_likes(likes, args.k)
+            title = f"top {args.k} for a visitor who liked {len(likes)} videos"
         else:
             rows = warehouse.similar(_video_id(args.video), args.k)
             title = f"{args.k} videos similar to {args.video}"

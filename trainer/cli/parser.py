@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     who = rec.add_mutually_exclusive_group(required=True)
     who.add_argument("--user", help="reviewer id")
     who.add_argument("--video", help="video id (uuid)")
+    who.add_argument("--likes", help="comma-separated video ids a visitor liked (no reviews)")
     rec.add_argument("-k", type=int, default=10)
 
     pipe = sub.add_parser(

@@ -190,12 +190,13 @@ def tune_functions(cur: psycopg.Cursor) -> None:
     row = cur.fetchone()
     if row is None:
         return
-    recommend, similar = SERVING_FUNCTIONS
+    recommend, similar, likes = SERVING_FUNCTIONS
     if row[0] == "ivfflat":
         lists = ann_index_lists(cur) or 100
-        settings = {
+        settings = {  # a visitor's likes make a user query: recommend_videos' probes
             recommend: f"ivfflat.probes = {ivfflat_probes(lists)}",
             similar: f"ivfflat.probes = {ivfflat_similar_probes(lists)}",
+            likes: f"ivfflat.probes = {ivfflat_probes(lists)}",
         }
     else:
         settings = dict.fromkeys(SERVING_FUNCTIONS, f"hnsw.ef_search = {HNSW_EF_SEARCH}")

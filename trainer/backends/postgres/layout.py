@@ -5,7 +5,7 @@
 - public.videos, video_embeddings, user_embeddings, popular_videos, reviewed_videos,
   model_runs  app tables (serving reads only these: production needs no marts); the two
   embedding tables are views, each over one of two slot tables (*_a, *_b; see slots.py)
-- public.recommend_videos(), public.similar_videos()  serving functions (security invoker)
+- public.recommend_videos(), similar_videos(), recommend_for_likes(): serving (security invoker)
 """
 
 from __future__ import annotations
@@ -18,4 +18,8 @@ RAW_SCHEMA = "raw"  # dbt var raw_schema
 EMBEDDING_TABLES = {"video_embeddings": "video_id", "user_embeddings": "user_id"}
 ANN_TABLE = "video_embeddings"  # the view the serving functions search
 ANN_INDEX_SUFFIX = "_embedding_ann"  # a slot's ANN index: video_embeddings_a_embedding_ann
-SERVING_FUNCTIONS = ("recommend_videos(text, integer)", "similar_videos(uuid, integer)")
+SERVING_FUNCTIONS = (
+    "recommend_videos(text, integer)",
+    "similar_videos(uuid, integer)",
+    "recommend_for_likes(uuid[], integer)",
+)

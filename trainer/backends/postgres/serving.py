@@ -14,7 +14,7 @@ import psycopg
 from psycopg import sql as psql
 from psycopg.types.json import Jsonb
 
-from trainer.backends.base import Recommendation, ServingTables, check_k
+from trainer.backends.base import Recommendation, ServingTables, check_k, check_video_ids
 from trainer.backends.postgres.connection import Transaction
 from trainer.backends.postgres.copy_io import copy_arrow
 from trainer.backends.postgres.layout import APP_SCHEMA
@@ -159,6 +159,19 @@ def recommend(tx: Transaction, user_id: str, k: int) -> list[Recommendation]:
         cur.execute(
             f"select video_id::text, product_url, score from {APP_SCHEMA}.recommend_videos(%s, %s)",
             (user_id, k),
+        )
+        return [Recommendation(r[0], r[1], float(r[2])) for r in cur.fetchall()]
+
+
+def recommend_for_likes(tx: Transaction, video_ids: list[str], k: int) -> list[Recommendation]:
+    """Top-k videos for someone known only by likes, through recommend_for_likes()."""
+    check_k(k)
+    likes = check_video_ids(video_ids)
+    with tx() as cur:
+        cur.execute(
+            f"select video_id::text, product_url, score "
+            f"from {APP_SCHEMA}.recommend_for_likes(%s::uuid[], %s)",
+            (likes, k),
         )
         return [Recommendation(r[0], r[1], float(r[2])) for r in cur.fetchall()]
 

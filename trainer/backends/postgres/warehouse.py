@@ -220,5 +220,8 @@ class PostgresWarehouse(Warehouse):
     def similar(self, video_id: str, k: int) -> list[Recommendation]:
         return serving_queries.similar(self._tx, video_id, k)
 
+    def recommend_for_likes(self, video_ids: list[str], k: int) -> list[Recommendation]:
+        return serving_queries.recommend_for_likes(self._tx, video_ids, k)
+
     def close(self) -> None:
         self.con.close()
