@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.postgres_bench --reviews 1000000
 
-Starts its own PostgreSQL + pgvector (`tests.pg_server.start_server`: the bundled server, or
+Starts its own PostgreSQL + pgvector (`tests.support.pg_server.start_server`: the bundled server, or
 TEST_DATABASE_URL's) unless DATABASE_URL points at a server (the benchmark creates and uses
 tables there: use a scratch database). Prints:
 
@@ -27,9 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
-import re
 import shutil
 import statistics
 import sys
@@ -38,10 +36,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import psycopg
-from psycopg import sql
-from tests.pg_server import start_server
 
+from benchmarks import postgres_probes as probes
+from benchmarks import postgres_writeback as writeback
+from tests.support.pg_server import start_server
 from trainer.backends.duckdb import DuckDBWarehouse
 from trainer.backends.postgres import (
     ANN_INDEX_SUFFIX,
@@ -76,163 +74,11 @@ class Clock:
         return _Timer()
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
-
-
-def _explain_recommend(con: psycopg.Connection, user_id: str, k: int) -> str:
-    """The plan recommend_videos runs (its body, with its SET clauses, as a prepared statement)."""
-    body, config = con.execute(
-        "select prosrc, proconfig from pg_proc where oid = "
-        "'public.recommend_videos(text, integer)'::regprocedure"
-    ).fetchone()
-    body = re.sub(r"\bp_user_id\b", "$1", body)
-    body = re.sub(r"(?<![.\w])k\b", "$2::integer", body)
-    with con.transaction():
-        for item in config:
-            name, value = item.split("=", 1)
-            con.execute("select set_config(%s, %s, true)", (name, value.strip('"')))
-        con.execute(f"prepare _rec(text, integer) as {body}")
-        plan = con.execute(
-            sql.SQL(
-                "explain (analyze, costs off, timing off, summary on) execute _rec({}, {})"
-            ).format(sql.Literal(user_id), sql.Literal(k))
-        ).fetchall()
-        con.execute("deallocate _rec")
-    return "\n".join(row[0] for row in plan)
-
-
-def _latencies(con: psycopg.Connection, users: list[str], k: int) -> list[float]:
-    for user in users[:10]:  # warm the cache and the plan
-        con.execute("select * from public.recommend_videos(%s, %s)", (user, k)).fetchall()
-    out = []
-    for user in users:
-        started = time.perf_counter()
-        con.execute("select * from public.recommend_videos(%s, %s)", (user, k)).fetchall()
-        out.append((time.perf_counter() - started) * 1000)
-    return out
-
-
-def _run(con: psycopg.Connection, function: str, args: tuple, k: int) -> list[str]:
-    rows = con.execute(f"select video_id::text from public.{function}(%s, %s)", (*args, k))
-    return [row[0] for row in rows]
-
-
-_EXACT: dict[tuple, list[str]] = {}
-
-
-def _recall(con: psycopg.Connection, calls: list[tuple[str, tuple]], k: int) -> float:
-    """Mean |ANN top-k ∩ exact top-k| / |exact top-k| over the calls (function, args). Exact:
-    the same function with index scans off (a full scan and sort), computed once per call."""
-    missing = [c for c in calls if (*c, k) not in _EXACT]
-    if missing:
-        with con.transaction():
-            con.execute("set local enable_indexscan = off")
-            con.execute("set local enable_bitmapscan = off")
-            for function, args in missing:
-                _EXACT[(function, args, k)] = _run(con, function, args, k)
-    hits = []
-    for function, args in calls:
-        exact = _EXACT[(function, args, k)]
-        ann = _run(con, function, args, k)
-        hits.append(len(set(ann) & set(exact)) / max(len(exact), 1))
-    return float(np.mean(hits))
-
-
 def _load_vectors(path: Path, data) -> tuple[np.ndarray, np.ndarray, str]:
     saved = np.load(path)
     if list(saved["user_ids"]) != data.user_ids or list(saved["video_ids"]) != data.video_ids:
         raise SystemExit(f"{path} was trained on other data (ids differ); delete it to retrain")
     return saved["users"], saved["items"], f"{saved['label']} (reused from {path})"
-
-
-def _sweep(pg, data, items, users, sample, videos, k, r) -> None:
-    """Recall@k and latency of both functions for a range of probes, then for hnsw."""
-    con = pg.con
-    functions = ("recommend_videos(text, integer)", "similar_videos(uuid, integer)")
-    calls = {
-        "recommend": [("recommend_videos", (u,)) for u in sample],
-        "similar": [("similar_videos", (v,)) for v in videos],
-    }
-    lists = ivfflat_lists(data.n_items)
-    root = lists**0.5
-    for probes in sorted({10, *(math.ceil(f * root) for f in (1, 2, 3, 4, 5, 6))}):
-        probes = min(max(probes, 1), lists)
-        for f in functions:
-            con.execute(f"alter function public.{f} set ivfflat.probes = {probes}")
-        _sweep_point(con, calls, sample, k, r, f"ivfflat lists {lists} probes {probes}")
-    pg.index_method = "hnsw"
-    started = time.perf_counter()
-    pg.publish_embeddings((data.video_ids, items), (data.user_ids, users), "bench_hnsw")
-    r["hnsw: publish incl. index build s"] = round(time.perf_counter() - started, 2)
-    for ef in (40, 100, 200, 400):
-        for f in functions:
-            con.execute(f"alter function public.{f} set hnsw.ef_search = {ef}")
-        _sweep_point(con, calls, sample, k, r, f"hnsw ef_search {ef}")
-
-
-def _sweep_point(con, calls, sample, k, r, label) -> None:
-    lat = _latencies(con, sample, k)
-    rec = _recall(con, calls["recommend"], k)
-    sim = _recall(con, calls["similar"], k)
-    r[f"sweep {label}"] = (
-        f"recall@{k} recommend {rec:.3f} similar {sim:.3f}; recommend p50 "
-        f"{statistics.median(lat):.1f} ms p95 {_percentile(lat, 0.95):.1f} ms"
-    )
-
-
-def _write_back_parts(r, label, steps, started, total, vectors) -> int:
-    """The write-back of one publish, step by step (publish_observer's marks); its rate."""
-    names = {
-        "staged": "lock, checks (retry: + COPY to staging)",
-        "upserted:video_embeddings": "both slots filled: binary COPY, primary key, analyze; "
-        "two connections (retry: video upsert)",
-        "upserted:user_embeddings": "(retry: user upsert)",
-        "upserted": "reviewed_videos + popular_videos refresh",
-        "indexed": "ANN index build",
-        "swapped": "foreign key, views swapped, old slots emptied (retry: index swapped), retune",
-    }
-    at = started
-    for step, when in sorted(steps.items(), key=lambda item: item[1]):
-        r[f"{label}: {names[step]} s"] = round(when - at, 2)
-        at = when
-    r[f"{label}: commit s"] = round(total - (steps["swapped"] - started), 2)
-    apart = (steps["upserted"] - steps["upserted:user_embeddings"]) + (
-        steps["indexed"] - steps["upserted"]
-    )
-    seconds = total - apart
-    r[f"{label}: EMBEDDING WRITE-BACK s (all but the serving tables and the ANN index)"] = round(
-        seconds, 2
-    )
-    rate = round(vectors / seconds)
-    r[f"{label}: EMBEDDING WRITE-BACK vectors/s"] = rate
-    r[f"{label}: total s (incl. serving tables, index, commit)"] = round(total, 2)
-    return rate
-
-
-def _raw_copy_rate(pg: PostgresWarehouse, ids: list[str], items: np.ndarray) -> int:
-    """The bound: binary COPY of the video vectors into a fresh table with only a primary key."""
-    from trainer.backends.postgres import binary_copy_blocks
-
-    con = pg.con
-    con.execute(
-        "create table public._bench_raw_copy (video_id uuid primary key, "
-        "embedding vector(256) not null, model_version text not null, "
-        "updated_at timestamptz not null)"
-    )
-    try:
-        started = time.perf_counter()
-        with (
-            con.cursor() as cur,
-            cur.copy("copy public._bench_raw_copy from stdin (format binary)") as copy,
-        ):
-            suffix = (b"raw", (0).to_bytes(8, "big"))
-            for block in binary_copy_blocks(ids, items, True, suffix, dim=256):
-                copy.write(block)
-        return round(len(ids) / (time.perf_counter() - started))
-    finally:
-        con.execute("drop table public._bench_raw_copy")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -377,14 +223,14 @@ def main(argv: list[str] | None = None) -> int:
                 (data.video_ids, items * scale), (data.user_ids, users * scale), version
             )
             total = time.perf_counter() - started
-            rate = _write_back_parts(r, f"publish {label}", steps, started, total, vectors)
+            rate = writeback.write_back_parts(r, f"publish {label}", steps, started, total, vectors)
             if label.startswith("weekly"):
                 weekly.append(rate)
         r["WEEKLY WRITE-BACK vectors/s, median (min-max)"] = (
             f"{statistics.median(weekly):,.0f} ({min(weekly):,}-{max(weekly):,})"
         )
         r["raw binary COPY of the video vectors into a fresh table with a PK, vectors/s"] = (
-            _raw_copy_rate(pg, data.video_ids, items)
+            writeback.raw_copy_rate(pg, data.video_ids, items)
         )
         lists = ivfflat_lists(data.n_items)
         r["ivfflat lists/probes recommend/probes similar"] = (
@@ -406,38 +252,41 @@ def main(argv: list[str] | None = None) -> int:
             "and tablename = 'interactions'"
         ).fetchone()[0]
         if not has_index:
-            lat = _latencies(con, sample, args.k)
+            lat = probes.latencies(con, sample, args.k)
             r["recommend p50 ms (no index on interactions)"] = round(statistics.median(lat), 2)
-            r["recommend p95 ms (no index on interactions)"] = round(_percentile(lat, 0.95), 2)
+            r["recommend p95 ms (no index on interactions)"] = round(
+                probes.percentile(lat, 0.95), 2
+            )
             with clock("create index on recsys.interactions (user_id)"):
                 con.execute("create index on recsys.interactions (user_id)")
                 con.execute("analyze recsys.interactions")
-        lat = _latencies(con, sample, args.k)
+        lat = probes.latencies(con, sample, args.k)
         r["recommend p50 ms"] = round(statistics.median(lat), 2)
-        r["recommend p95 ms"] = round(_percentile(lat, 0.95), 2)
+        r["recommend p95 ms"] = round(probes.percentile(lat, 0.95), 2)
         if cold:
-            lat = _latencies(con, cold, args.k)
+            lat = probes.latencies(con, cold, args.k)
             r["recommend, user without a vector (popular) p50 ms"] = round(
                 statistics.median(lat), 2
             )
             r["recommend, user without a vector (popular) p95 ms"] = round(
-                _percentile(lat, 0.95), 2
+                probes.percentile(lat, 0.95), 2
             )
-        plan = _explain_recommend(con, sample[0], args.k)
+        plan = probes.explain_recommend(con, sample[0], args.k)
+        exact: dict = {}  # exact top-k per call, shared by the recall figures
         r["recommend uses the ANN index"] = str(ANN_INDEX_SUFFIX in plan)
 
         with clock("recall@10 (exact search for comparison)"):
             r["recall@10 recommend_videos"] = round(
-                _recall(con, [("recommend_videos", (u,)) for u in sample], args.k), 4
+                probes.recall(con, [("recommend_videos", (u,)) for u in sample], args.k, exact), 4
             )
             videos = [
                 data.video_ids[i] for i in rng.choice(data.n_items, args.users, replace=False)
             ]
             r["recall@10 similar_videos"] = round(
-                _recall(con, [("similar_videos", (v,)) for v in videos], args.k), 4
+                probes.recall(con, [("similar_videos", (v,)) for v in videos], args.k, exact), 4
             )
         if args.sweep:
-            _sweep(pg, data, items, users, sample, videos, args.k, r)
+            probes.sweep(pg, data, items, users, sample, videos, args.k, r)
         pg.close()
     finally:
         servers.close()

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.snapshot_bench --videos 107000 --users 109000 --reviewed 1000000
 
-Starts two PostgreSQL + pgvector servers (`tests.pg_server.start_server`), migrates the
+Starts two PostgreSQL + pgvector servers (`tests.support.pg_server.start_server`), migrates the
 "production" one and fills its app tables with random unit vectors (vector(256)) and reviewed
 pairs, then runs `trainer.jobs.snapshot.snapshot` as the weekly workflow does (through a read-only
 role) and prints the time, the dump's size and the rows restored per second.
@@ -16,8 +16,8 @@ import time
 
 import numpy as np
 import psycopg
-from tests.pg_server import pg_bin_dir, start_server
 
+from tests.support.pg_server import pg_bin_dir, start_server
 from trainer.backends.postgres import EMBEDDING_TABLES, PostgresWarehouse, connection_settings
 from trainer.backends.profiles import load_target
 from trainer.jobs.snapshot import snapshot
