@@ -41,7 +41,7 @@ class ServingTables:
 
     Publishing to another database (the snapshot flow: train on a restored copy, publish to
     production) carries these along, since production holds no marts. Publishing where the marts
-    are, the backend takes them from its own `interactions` instead.
+    are, the backend takes them from its own marts (interactions, video_popularity) instead.
     """
 
     videos: pa.Table  # id (uuid text), product_url: registered videos the data refers to

@@ -7,7 +7,6 @@ scan is fast enough and needs no index to keep fresh.
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -200,10 +199,7 @@ class DuckDBWarehouse(Warehouse):
         """The model's order for someone whose one like is this video (user_vector_from_likes,
         as Postgres's similar_videos), not the cosine of two video vectors."""
         check_k(k)
-        try:
-            video_id = str(uuid.UUID(video_id))
-        except ValueError as exc:
-            raise UserError(f"video id must be a uuid, got {video_id!r}") from exc
+        (video_id,) = check_video_ids([video_id])
         dim = self.embedding_column_dim("video_embeddings")
         rows = self.con.execute(
             f"""

@@ -7,7 +7,6 @@ given (ServingTables, the snapshot flow), else from this database's.
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import psycopg
@@ -179,10 +178,7 @@ def recommend_for_likes(tx: Transaction, video_ids: list[str], k: int) -> list[R
 def similar(tx: Transaction, video_id: str, k: int) -> list[Recommendation]:
     """The k videos closest to one video through similar_videos()."""
     check_k(k)
-    try:
-        key = uuid.UUID(str(video_id))
-    except ValueError:
-        raise UserError(f"video id must be a uuid, got {video_id!r}") from None
+    (key,) = check_video_ids([video_id])
     with tx() as cur:
         cur.execute(
             f"select video_id::text, product_url, score from {APP_SCHEMA}.similar_videos(%s, %s)",
