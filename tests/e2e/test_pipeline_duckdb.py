@@ -187,6 +187,8 @@ def test_a_failing_gate_publishes_nothing(after_first, capsys) -> None:
     job = after_first
     store = job.tmp / "store"
     latest = digest(store / "two_tower_latest.safetensors")
+    files = job.tmp / "out"
+    local_latest = digest(files / "two_tower_latest.safetensors")
     before = published_versions(job.tmp)
     capsys.readouterr()
     assert job(*BAD) == 1
@@ -196,6 +198,12 @@ def test_a_failing_gate_publishes_nothing(after_first, capsys) -> None:
     assert digest(store / "two_tower_latest.safetensors") == latest
     failed = runs(job.tmp)[-1]
     assert failed[1:3] == (False, False) and "popularity" in failed[3]
+    assert json.loads(failed[4])["status"] == "rejected"
+    # the local files that say what is live are the published model's, not the challenger's
+    assert digest(files / "two_tower_latest.safetensors") == local_latest
+    assert set(pl.read_parquet(files / "v.parquet")["model_version"]) == before
+    assert set(pl.read_parquet(files / "u.parquet")["model_version"]) == before
+    assert (files / f"{failed[0]}.safetensors").is_file()  # the challenger is kept, by its name
 
 
 def test_force_needs_a_reason_and_is_recorded(after_first, capsys) -> None:
@@ -382,3 +390,60 @@ def test_rollback_to_a_stored_version_that_was_never_published_records_it(
     history = runs(tmp)
     assert [r[1:3] for r in history] == [(True, True), (True, True)]
     assert "nothing was published" in json.loads(history[1][4])["error"]  # the run's own story
+
+
+def test_rollback_refuses_a_file_that_is_not_the_version_asked_for(after_first) -> None:
+    """A versioned object replaced by another version's file, or changed by one byte, is
+    refused before anything changes (the sha256 its run recorded, the version inside it)."""
+    tmp = after_first.tmp
+    store = tmp / "store"
+    assert after_first(*GOOD) == 0
+    first, second = (r[0] for r in runs(tmp))
+    recorded = json.loads(runs(tmp)[0][4])["artifact_sha256"]
+    assert recorded == digest(store / f"{first}.safetensors")
+    original = (store / f"{first}.safetensors").read_bytes()
+    (store / f"{first}.safetensors").write_bytes((store / f"{second}.safetensors").read_bytes())
+    rows = runs(tmp)
+    assert main(["rollback", first, "--store-root", str(store)]) == 2
+    flipped = bytearray(original)
+    flipped[-5] ^= 0x01
+    (store / f"{first}.safetensors").write_bytes(bytes(flipped))
+    assert main(["rollback", first, "--store-root", str(store)]) == 2
+    # nothing moved: the second version is live and latest, the run records are as they were
+    assert published_versions(tmp) == {second}
+    assert digest(store / LATEST_NAME) == digest(store / f"{second}.safetensors")
+    assert runs(tmp) == rows
+    # without a recorded sha256 (a run from before it was kept), the inner version still counts
+    with duckdb.connect(str(tmp / "warehouse.duckdb")) as con:
+        con.execute("update model_runs set notes = null where model_version = ?", [first])
+    (store / f"{first}.safetensors").write_bytes((store / f"{second}.safetensors").read_bytes())
+    assert main(["rollback", first, "--store-root", str(store)]) == 2
+    (store / f"{first}.safetensors").write_bytes(original)
+    assert main(["rollback", first, "--store-root", str(store)]) == 0
+    assert published_versions(tmp) == {first}
+
+
+def test_the_run_is_recorded_as_publishing_before_the_publish_commits(
+    after_first, monkeypatch
+) -> None:
+    """A run killed inside the publish leaves a model_runs row that says it was publishing."""
+    tmp = after_first.tmp
+    seen = []
+    real = DuckDBWarehouse.publish_embeddings
+
+    def spy(self, *args, **kwargs):
+        rows = self.read("select model_version, published, notes from model_runs").to_dicts()
+        seen.append({r["model_version"]: r for r in rows})
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(DuckDBWarehouse, "publish_embeddings", spy)
+    assert after_first(*GOOD) == 0
+    first, second = (r[0] for r in runs(tmp))
+    (during,) = seen
+    pending = during[second]
+    assert not pending["published"]
+    notes = pending["notes"]
+    notes = json.loads(notes) if isinstance(notes, str) else notes
+    assert notes["status"] == "publishing" and notes["artifact_sha256"]
+    final = json.loads(runs(tmp)[-1][4])
+    assert final["status"] == "published" and final["artifact_sha256"] == notes["artifact_sha256"]

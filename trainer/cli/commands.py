@@ -151,7 +151,7 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
 
 
 def _cmd_rollback(args: argparse.Namespace) -> int:
-    from trainer.jobs.pipeline import rollback
+    from trainer.jobs.rollback import rollback
 
     print(rollback(args.version, args.target, args.store_root))
     return 0

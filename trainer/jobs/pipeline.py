@@ -39,13 +39,20 @@ from trainer.jobs.training import (
     read_serving_tables,
     run_record,
     train_and_evaluate,
-    write_files,
+    write_latest,
+    write_versioned,
 )
 from trainer.ml.config import DEFAULT_STORE_ROOT, OutputPaths, TrainConfig
 from trainer.ml.evaluate import evaluate
 from trainer.release.artifact import load_artifact
 from trainer.release.gate import GateConfig, Verdict, champion_scorer, judge
-from trainer.release.storage import LATEST_NAME, ArtifactStore, store_from_env, versioned_name
+from trainer.release.storage import (
+    LATEST_NAME,
+    ArtifactStore,
+    sha256_file,
+    store_from_env,
+    versioned_name,
+)
 from trainer.release.versions import first_free, new_version
 from trainer.transform.dbt import run_dbt
 
@@ -84,6 +91,7 @@ class Outcome:
     error: str | None
     stages: dict[str, float]
     had_champion: bool
+    artifact_sha256: str  # of the versioned model file; rollback checks a download against it
 
 
 @contextmanager
@@ -135,17 +143,27 @@ def run_pipeline(options: PipelineOptions, cfg: TrainConfig) -> PipelineResult:
             except Exception as exc:  # no champion, no verdict: publish nothing unless forced
                 champion = None
                 verdict = Verdict(False, f"the champion could not be evaluated: {exc}")
-        write_files(trained.artifact, options.outputs)
+        digest = sha256_file(write_versioned(trained.artifact, options.outputs))
         go = verdict.passed or options.force
         with connect(publish_target) as warehouse:
             published, error = False, None
             if go:
+                # Recorded before anything is committed: a run killed during the publish
+                # leaves a row that says so (status "publishing"), never a live model with none.
+                pending = {"status": "publishing", "artifact_sha256": digest}
+                warehouse.record_run(
+                    run_record(trained, publish_target.name, finished_at=None, notes=pending)
+                )
                 with stage(stages, "publish", options.progress):
                     try:
                         published, error = publish(store, warehouse, trained, options, serving)
                     except Exception as exc:  # recorded and reported below, then exit 1
                         error = f"publish failed, nothing was published: {exc}"
-            outcome = Outcome(trained, verdict, published, error, stages, champion is not None)
+            if published:  # the local "latest" files follow what is live, and only that
+                write_latest(trained.artifact, options.outputs)
+            outcome = Outcome(
+                trained, verdict, published, error, stages, champion is not None, digest
+            )
             record_and_report(warehouse, outcome, options, publish_target.name)
     text = summary_text(outcome, options)
     exit_code = 0 if published and error is None else 1
@@ -215,7 +233,10 @@ def record_and_report(
         outcome.trained, outcome.verdict, outcome.published, outcome.error, outcome.stages
     )  # fmt: skip
     forced = options.force and not verdict.passed
+    status = "rejected" if not (verdict.passed or options.force) else "failed"
     notes = {
+        "status": "published" if published and not error else status,
+        "artifact_sha256": outcome.artifact_sha256,
         "stages_seconds": stages,
         "timings": trained.timings,
         "epochs": trained.epochs,
@@ -288,20 +309,3 @@ def summary_text(outcome: Outcome, options: PipelineOptions) -> str:
         lines.append(f"error: {error}")
     lines.append("stages: " + ", ".join(f"{k} {v:.1f}s" for k, v in stages.items()))
     return "\n".join(lines)
-
-
-def rollback(version: str, target: str | None, store_root: Path = DEFAULT_STORE_ROOT) -> str:
-    """Make a stored version latest again and republish its embeddings."""
-    name = versioned_name(version)
-    with store_from_env(store_root) as store:
-        with tempfile.TemporaryDirectory(prefix="two-tower-rollback-") as tmp:
-            if not store.exists(name):
-                raise UserError(f"no stored model {name} in {store.location}")
-            artifact = load_artifact(store.get(name, Path(tmp) / name))
-        with connect(load_target(target)) as warehouse:
-            publish_artifact(warehouse, artifact)
-            store.promote(version)
-            warehouse.execute(
-                "update model_runs set published = true where model_version = ?", (version,)
-            )
-    return f"rolled back: {version} is latest and its embeddings are published"

@@ -217,9 +217,23 @@ def train_run(
 
 def write_files(artifact: ModelArtifact, outputs: OutputPaths) -> list[Path]:
     """Model file (versioned + latest) and the two embedding parquet files."""
+    return [write_versioned(artifact, outputs), *write_latest(artifact, outputs)]
+
+
+def write_versioned(artifact: ModelArtifact, outputs: OutputPaths) -> Path:
+    """The model file under its version's name, beside --out-model: what the store receives. A
+    new name each run, so writing it never replaces what is live."""
     latest = outputs.out_model
     versioned = latest.with_name(f"{artifact.version}{latest.suffix or '.safetensors'}")
     save_artifact(versioned, artifact)
+    return versioned
+
+
+def write_latest(artifact: ModelArtifact, outputs: OutputPaths) -> list[Path]:
+    """--out-model and the two embedding parquet files: the files that say what is live, so the
+    pipeline writes them only for a model it published (a challenger the gate rejects leaves
+    them as they were)."""
+    latest = outputs.out_model
     save_artifact(latest, artifact)
     write_embeddings_parquet(
         outputs.out_video_emb,
@@ -231,7 +245,7 @@ def write_files(artifact: ModelArtifact, outputs: OutputPaths) -> list[Path]:
     write_embeddings_parquet(
         outputs.out_user_emb, "user_id", artifact.user_ids, artifact.user_vectors, artifact.version
     )
-    return [versioned, latest, outputs.out_video_emb, outputs.out_user_emb]
+    return [latest, outputs.out_video_emb, outputs.out_user_emb]
 
 
 def write_embeddings_parquet(
