@@ -143,6 +143,24 @@ def test_an_embedding_dim_without_room_for_bias_and_norm_is_a_clear_error(
     assert "--embedding-dim must be at least 3" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--lr", "1e38"), ("--lr", "0"), ("--lr", "nan"), ("--temperature", "-1"),
+        ("--holdout", "1"), ("--id-dropout", "1"), ("--epochs", "0"), ("--batch-size", "0"),
+        ("--negatives", "0"), ("--patience", "0"),
+    ],
+)  # fmt: skip
+def test_training_flags_out_of_range_are_refused_before_any_work(
+    flag: str, value: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    for command in (["train"], ["pipeline", str(tmp_path / "absent.csv")]):
+        assert main([*command, flag, value]) == 2
+        err = capsys.readouterr().err
+        assert f"{flag} " in err and "out of range" in err
+        assert "Traceback" not in err
+
+
 def test_a_diverged_model_is_refused_before_anything_is_saved() -> None:
     import numpy as np
 

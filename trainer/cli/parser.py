@@ -8,6 +8,7 @@ is the gate's own (GateConfig), so parsing never imports the model.
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from trainer.backends.base import DEFAULT_COLUMN_DIM
@@ -16,6 +17,19 @@ from trainer.ml.config import DEFAULT_STORE_ROOT, OutputPaths, TrainConfig
 
 DESCRIPTION = "`python -m trainer [COMMAND]`: the review-to-embeddings pipeline, step by step."
 DEFAULTS = TrainConfig()
+
+# Training flags with bounds, checked before any work: a value outside them would fail deep in
+# the optimizer (an lr of 1e38 overflows Adam) or train nothing, so it is refused up front.
+RANGES = {
+    "lr": (lambda v: v > 0, lambda v: v <= 1, "above 0 and at most 1"),
+    "temperature": (lambda v: v > 0, lambda v: v <= 100, "above 0 and at most 100"),
+    "holdout": (lambda v: v > 0, lambda v: v < 1, "strictly between 0 and 1"),
+    "id_dropout": (lambda v: v >= 0, lambda v: v < 1, "at least 0 and below 1"),
+    "epochs": (lambda v: v >= 1, lambda v: True, "at least 1"),
+    "batch_size": (lambda v: v >= 1, lambda v: True, "at least 1"),
+    "negatives": (lambda v: v >= 1, lambda v: True, "at least 1"),
+    "patience": (lambda v: v >= 1, lambda v: True, "at least 1"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -194,6 +208,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     values = {k: v for k, v in vars(args).items() if k in fields}
     if values.get("embedding_dim", DEFAULTS.embedding_dim) < 3:
         raise UserError("--embedding-dim must be at least 3 (2 coordinates carry bias and norm)")
+    for name, (low, high, rule) in RANGES.items():
+        value = values.get(name)
+        if value is not None and not (math.isfinite(value) and low(value) and high(value)):
+            flag = "--" + name.replace("_", "-")
+            raise UserError(f"{flag} {value!r} is out of range: it must be {rule}")
     if not values.get("history_pooling", True):
         values["user_ids"] = True  # a user tower needs something: the ID embedding alone
     return TrainConfig(**values)
