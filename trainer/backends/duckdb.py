@@ -41,7 +41,17 @@ class DuckDBWarehouse(Warehouse):
         if read_only and not path.exists():
             raise UserError(f"no warehouse at {path}: run `python -m trainer load CSV` first")
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.con = duckdb.connect(str(path), read_only=read_only)
+        try:
+            self.con = duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower():
+                raise
+            from trainer.backends.run_lock import duckdb_holder
+
+            raise UserError(
+                f"{path} is open for writing in another process (the run lock names "
+                f"{duckdb_holder(path)}): wait for it to finish, then run again"
+            ) from None
 
     # -- schema -------------------------------------------------------------------------------
     def ensure_app_schema(self, column_dim: int = DEFAULT_COLUMN_DIM) -> None:

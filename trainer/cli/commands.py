@@ -30,12 +30,13 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 def _cmd_load(args: argparse.Namespace) -> int:
     from trainer.backends import connect
     from trainer.backends.profiles import load_target
+    from trainer.backends.run_lock import run_lock
     from trainer.ingest.anonymize import key_from_env
     from trainer.ingest.load import load_reviews
 
     target = load_target(args.target)
     hmac_key = key_from_env() if args.anonymize else None
-    with connect(target) as warehouse:
+    with run_lock(target), connect(target) as warehouse:
         loaded = load_reviews(warehouse, args.path, hmac_key)
     print(
         f"loaded {args.path} into {target.name}: {loaded.reviews.num_rows:,} rows in raw.reviews, "
@@ -48,11 +49,13 @@ def _cmd_load(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from trainer.backends import connect
     from trainer.backends.profiles import load_target
+    from trainer.backends.run_lock import run_lock
     from trainer.jobs.training import train_run
 
     cfg = config_from_args(args)
     outputs = OutputPaths(args.out_model, args.out_video_emb, args.out_user_emb)
-    with connect(load_target(args.target)) as warehouse:
+    target = load_target(args.target)
+    with run_lock(target), connect(target) as warehouse:
         summary = train_run(warehouse, cfg, outputs, publish=args.publish, progress=not args.quiet)
     print()
     print(
@@ -159,11 +162,13 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
 
 def _cmd_snapshot(args: argparse.Namespace) -> int:
     from trainer.backends.profiles import load_target
+    from trainer.backends.run_lock import run_lock
     from trainer.jobs.snapshot import snapshot
 
     source, work = load_target(args.source), load_target(args.target)
     print(f"snapshot {source.name} -> {work.name}", flush=True)
-    result = snapshot(source, work)
+    with run_lock(work):  # the restore replaces the work copy's tables
+        result = snapshot(source, work)
     print(
         f"restored {len(result.tables)} tables into {work.name} "
         f"(PostgreSQL {result.source_version} -> {result.work_version}, {result.tools.version}; "
@@ -180,9 +185,10 @@ def _cmd_snapshot(args: argparse.Namespace) -> int:
 def _cmd_migrate(args: argparse.Namespace) -> int:
     from trainer.backends import connect
     from trainer.backends.profiles import load_target
+    from trainer.backends.run_lock import run_lock
 
     target = load_target(args.target)
-    with connect(target) as warehouse:
+    with run_lock(target), connect(target) as warehouse:
         warehouse.ensure_app_schema(args.column_dim)
     print(f"migrated {target.name}: app tables, functions and grants are in place")
     return 0

@@ -22,17 +22,18 @@ import os
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from trainer.backends import ServingTables, Warehouse, connect
-from trainer.backends.profiles import load_target
+from trainer.backends.profiles import Target, load_target
+from trainer.backends.run_lock import run_lock
 from trainer.errors import UserError
 from trainer.ingest.anonymize import key_from_env
 from trainer.ingest.load import load_reviews
 from trainer.jobs.notify import notify
-from trainer.jobs.report import markdown_table, report_tables
+from trainer.jobs.report import markdown_table, summary_text
 from trainer.jobs.training import (
     Trained,
     publish_artifact,
@@ -106,10 +107,22 @@ def stage(stages: dict[str, float], name: str, progress: bool) -> Iterator[None]
 
 
 def run_pipeline(options: PipelineOptions, cfg: TrainConfig) -> PipelineResult:
-    if options.force and not options.reason.strip():
-        raise UserError("--force needs --reason: the override is recorded with the run")
+    """The whole run under the run lock of its target (and of a separate publish target), held
+    from the load to the run record (trainer/backends/run_lock.py)."""
     target = load_target(options.target)
     publish_target = load_target(options.publish_target) if options.publish_target else target
+    with ExitStack() as locks:
+        locks.enter_context(run_lock(target))
+        if publish_target.name != target.name:
+            locks.enter_context(run_lock(publish_target))
+        return _run_locked(options, cfg, target, publish_target)
+
+
+def _run_locked(
+    options: PipelineOptions, cfg: TrainConfig, target: Target, publish_target: Target
+) -> PipelineResult:
+    if options.force and not options.reason.strip():
+        raise UserError("--force needs --reason: the override is recorded with the run")
     separate = publish_target.name != target.name
     if separate and publish_target.kind != "postgres":
         raise UserError(
@@ -284,28 +297,3 @@ def record_and_report(
                 f"**Published:** {'yes' if published else 'no'}{' (forced)' if forced else ''}\n\n"
             )
             out.write(markdown_table(trained.evaluations) + "\n")
-
-
-def summary_text(outcome: Outcome, options: PipelineOptions) -> str:
-    trained, verdict, published, error, stages = (
-        outcome.trained, outcome.verdict, outcome.published, outcome.error, outcome.stages
-    )  # fmt: skip
-    lines = [
-        "",
-        f"model {trained.artifact.version} on {trained.data.n_users:,} users, "
-        f"{trained.data.n_items:,} videos (data {trained.data.fingerprint})",
-        report_tables(trained.evaluations),
-        "",
-        f"gate: {'PASSED' if verdict.passed else 'FAILED'}: {verdict.reason}",
-    ]
-    if options.force and not verdict.passed:
-        lines.append(f"forced past the gate: {options.reason}")
-    if published:
-        where = f" in {options.publish_target}" if options.publish_target else ""
-        lines.append(f"published{where}: embeddings replaced, artifact stored")
-    else:
-        lines.append("not published: latest artifact and embeddings left as they were")
-    if error:
-        lines.append(f"error: {error}")
-    lines.append("stages: " + ", ".join(f"{k} {v:.1f}s" for k, v in stages.items()))
-    return "\n".join(lines)

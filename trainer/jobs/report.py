@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the pipeline's types, for annotations only (it imports this module)
+    from trainer.jobs.pipeline import Outcome, PipelineOptions
 
 METRIC_COLUMNS = ("recall@10", "recall@20", "precision@10", "map@10", "ndcg@10", "coverage@10")
 
@@ -85,4 +89,30 @@ def markdown_table(evaluations: dict) -> str:
         low, high = result.intervals.get("recall@10", (float("nan"), float("nan")))
         cells = [_fmt(result.metrics.get(c, float("nan"))) for c in METRIC_COLUMNS]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | [{low:.4f}, {high:.4f}] |")
+    return "\n".join(lines)
+
+
+def summary_text(outcome: Outcome, options: PipelineOptions) -> str:
+    """The pipeline's closing summary for stdout: model, tables, verdict, what was published."""
+    trained, verdict, published, error, stages = (
+        outcome.trained, outcome.verdict, outcome.published, outcome.error, outcome.stages
+    )  # fmt: skip
+    lines = [
+        "",
+        f"model {trained.artifact.version} on {trained.data.n_users:,} users, "
+        f"{trained.data.n_items:,} videos (data {trained.data.fingerprint})",
+        report_tables(trained.evaluations),
+        "",
+        f"gate: {'PASSED' if verdict.passed else 'FAILED'}: {verdict.reason}",
+    ]
+    if options.force and not verdict.passed:
+        lines.append(f"forced past the gate: {options.reason}")
+    if published:
+        where = f" in {options.publish_target}" if options.publish_target else ""
+        lines.append(f"published{where}: embeddings replaced, artifact stored")
+    else:
+        lines.append("not published: latest artifact and embeddings left as they were")
+    if error:
+        lines.append(f"error: {error}")
+    lines.append("stages: " + ", ".join(f"{k} {v:.1f}s" for k, v in stages.items()))
     return "\n".join(lines)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from trainer.backends import Warehouse, connect
 from trainer.backends.profiles import load_target
+from trainer.backends.run_lock import run_lock
 from trainer.errors import UserError
 from trainer.jobs.training import publish_artifact
 from trainer.ml.config import DEFAULT_STORE_ROOT
@@ -26,7 +27,8 @@ def rollback(version: str, target: str | None, store_root: Path = DEFAULT_STORE_
     """Make a stored version latest again and republish its embeddings, once the downloaded file
     is shown to be that version: the version inside it, and the sha256 its run recorded."""
     name = versioned_name(version)
-    with store_from_env(store_root) as store, connect(load_target(target)) as warehouse:
+    where = load_target(target)
+    with run_lock(where), store_from_env(store_root) as store, connect(where) as warehouse:
         with tempfile.TemporaryDirectory(prefix="two-tower-rollback-") as tmp:
             if not store.exists(name):
                 raise UserError(f"no stored model {name} in {store.location}")
