@@ -122,6 +122,22 @@ class TestPostgres(LockContract):
     def _server(self, pg_env) -> None:
         self.server = pg_env
 
+    def test_behind_a_transaction_pooler_the_lock_holds_for_the_run(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # PG_POOLER=1: a session lock would not survive between pooled transactions, so the
+        # lock is a transaction lock in a transaction held open for the run.
+        monkeypatch.setenv("PG_POOLER", "1")
+        child = hold(self.target)
+        try:
+            refused = pytest.raises(UserError, match="holder for the test")
+            with refused, run_lock(load_target(self.target)):
+                pass
+        finally:
+            release(child)
+        with run_lock(load_target(self.target)):
+            pass
+
 
 WRITER = """
 import sys, duckdb
