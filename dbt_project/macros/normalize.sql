@@ -1,14 +1,23 @@
 {#- The canonical key of a product page, shared by reviews and the app's videos table.
     DMM pages carry their product id as cid=...: every spelling of the page (http/https, with or
-    without www, tracking query strings, trailing slashes, case) has the same cid, so the key is
-    'dmm:' || cid. Pages without a cid fall back to the URL without scheme, www., query, fragment
-    and trailing slashes, lowercased. -#}
+    without www or another dmm subdomain, tracking query strings, trailing slashes, case) has the
+    same cid, so the key is 'dmm:' || cid. Only a DMM host (dmm.co.jp, dmm.com and their
+    subdomains) gives a dmm: key: any other site's cid=... is that site's business, and a scrape
+    with such lines must not be able to claim (and rename) a DMM product. Every other page falls
+    back to the URL without scheme, www., query, fragment and trailing slashes, lowercased. -#}
 {% macro product_key(url) -%}
+    {%- set lowered = 'lower(' ~ trim_text(url) ~ ')' -%}
     case
-        when {{ regexp_group('lower(' ~ trim_text(url) ~ ')', 'cid=([a-z0-9_]+)') }} is not null
-            then 'dmm:' || {{ regexp_group('lower(' ~ trim_text(url) ~ ')', 'cid=([a-z0-9_]+)') }}
+        when {{ regexp_test(lowered, dmm_host_pattern()) }}
+            and {{ regexp_group(lowered, 'cid=([a-z0-9_]+)') }} is not null
+            then 'dmm:' || {{ regexp_group(lowered, 'cid=([a-z0-9_]+)') }}
         else {{ normalized_url(url) }}
     end
+{%- endmacro %}
+
+{#- An http(s) URL on dmm.co.jp or dmm.com (any subdomain, an optional port), lowercased. -#}
+{% macro dmm_host_pattern() -%}
+    ^https?://([a-z0-9-]+[.])*dmm[.](co[.]jp|com)(:[0-9]+)?([/?#]|$)
 {%- endmacro %}
 
 {% macro normalized_url(url) -%}

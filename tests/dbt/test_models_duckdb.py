@@ -354,3 +354,43 @@ def test_the_earliest_registered_row_gives_the_video_id(spellings) -> None:
     )
     assert henry == [(REGISTERED[4][0],), (REGISTERED[1][0],)]
     assert rows(spellings, "select count(*) from videos")[0][0] == len(REGISTERED) + 2
+
+
+def test_a_cid_on_another_host_cannot_claim_a_dmm_product(tmp_path: Path) -> None:
+    # Five lines on a foreign host that carry a registered product's cid: before, each became
+    # dmm:reg001 (outnumbering its one real review) and could rename the product. Now only DMM
+    # hosts give dmm: keys; the foreign page is a video of its own and the registered one keeps
+    # its URL and its single reviewer.
+    registered = ("22222222-0000-4000-8000-000000000001", f"{DMM}reg001/", "2024-01-01")
+    lines = ["product_url,reviewer_id,stars", f"{DMM}reg001/,henry,5"] + [
+        f"https://evil.example/x?cid=reg001,mallory{i},5" for i in range(5)
+    ]
+    csv, db = tmp_path / "reviews.csv", tmp_path / "warehouse.duckdb"
+    csv.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with DuckDBWarehouse(db) as warehouse:
+        warehouse.ensure_app_schema()
+        warehouse.execute(
+            "insert into videos (id, product_url, created_at) values (?, ?, ?)", registered
+        )
+    build_duckdb(csv, db)
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        catalog = rows(
+            con,
+            "select product_key, product_url, is_registered from int_video_catalog order by 1",
+        )
+        assert catalog == [
+            ("dmm:reg001", registered[1], True),
+            ("evil.example/x", "https://evil.example/x?cid=reg001", False),
+        ]
+        reviewers = rows(
+            con,
+            "select user_id from interactions "
+            f"where cast(video_id as varchar) = '{registered[0]}' order by 1",
+        )
+        assert reviewers == [("henry",)]
+        assert rows(con, f"select product_url from videos where id = '{registered[0]}'") == [
+            (registered[1],)
+        ]
+    finally:
+        con.close()
