@@ -10,7 +10,14 @@ import torch
 
 from tests.support.datasets import tiny_dataset
 from trainer.ml.data import Csr
-from trainer.ml.evaluate import evaluate, hit_matrix, popularity_scorer, ranking_metrics, top_k
+from trainer.ml.evaluate import (
+    RandomScorer,
+    evaluate,
+    hit_matrix,
+    popularity_scorer,
+    ranking_metrics,
+    top_k,
+)
 
 
 def test_metrics_match_a_hand_computed_example() -> None:
@@ -106,3 +113,27 @@ def test_a_video_the_scorer_cannot_rank_is_never_a_hit_even_when_k_exceeds_the_r
     # and an empty slot of user 1 never aliases user 0's last video (key 1 * 5 - 1 = 0 * 5 + 4)
     valid = Csr.from_pairs(np.array([0]), np.array([4]), 2)
     assert not hit_matrix(np.array([[-1]]), np.array([1]), valid, data.n_items).any()
+
+
+def test_random_top_k_is_uniform_over_the_videos_a_user_does_not_own() -> None:
+    # The random baseline draws its top k without a users x videos matrix: it must never show a
+    # train positive, must fill every slot it can (a user owning all but 3 videos gets 3), and
+    # must be uniform over the rest, as the top k of uniform random scores is.
+    n_items, k = 50, 5
+    owners = np.repeat(np.arange(2000), 10)
+    owned = np.tile(np.arange(10), 2000)  # every user owns videos 0..9
+    owners = np.concatenate([owners, np.full(47, 2000)])
+    owned = np.concatenate([owned, np.arange(47)])  # user 2000 owns all but 47, 48, 49
+    train = Csr.from_pairs(owners, owned, 2001)
+    scorer = RandomScorer(n_items, seed=3)
+    top = top_k(scorer, np.arange(2001), train, k, n_items)
+    assert np.array_equal(top, top_k(scorer, np.arange(2001), train, k, n_items))  # seeded
+    assert sorted(top[2000][:3]) == [47, 48, 49] and list(top[2000][3:]) == [-1, -1]
+    shown = top[:2000]
+    assert (shown >= 10).all()  # never a train positive, never an empty slot
+    assert all(len(set(row)) == k for row in shown)  # no video twice
+    counts = np.bincount(shown.ravel(), minlength=n_items)[10:]
+    expected = 2000 * k / 40
+    assert ((counts - expected) ** 2 / expected).sum() < 80  # chi-square, 39 dof (p ~ 1e-4)
+    first = np.bincount(shown[:, 0], minlength=n_items)[10:]  # the order is random too
+    assert ((first - 50) ** 2 / 50).sum() < 80

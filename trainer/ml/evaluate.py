@@ -70,11 +70,16 @@ def top_k(
     order = getattr(scorer, "order", None)
     if order is not None:
         return _top_k_of_one_ranking(order, users, train, k)
+    sample = getattr(scorer, "sample", None)
+    if sample is not None:
+        return sample(users, train, k)
     batch = max(1, min(batch, SCORES_PER_CHUNK // max(n_items, 1)))
     out = []
     for start in range(0, len(users), batch):
         chunk = users[start : start + batch]
-        scores = scorer(chunk).clone()
+        scores = scorer(chunk)
+        if scores._is_view():  # masked in place below: never write into a scorer's own table
+            scores = scores.clone()
         lengths = train.indptr[chunk + 1] - train.indptr[chunk]
         rows = np.repeat(np.arange(len(chunk)), lengths)
         cols = np.concatenate([train.indices[train.indptr[u] : train.indptr[u + 1]] for u in chunk])
@@ -265,12 +270,30 @@ def popularity_scorer(data: Dataset) -> Scorer:
     return PopularityScorer(data)
 
 
+class RandomScorer:
+    """Uniform random scores. `sample` gives top_k the same ranking's top k without a users x
+    videos matrix: k videos drawn uniformly without replacement from those outside the user's
+    train positives (the top k of uniform scores over them), seeded by (seed, user)."""
+
+    def __init__(self, n_items: int, seed: int) -> None:
+        self.n_items, self.seed = n_items, seed
+
+    def __call__(self, chunk: np.ndarray) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + int(chunk[0]))
+        return torch.rand(len(chunk), self.n_items, generator=generator)
+
+    def sample(self, users: np.ndarray, train: Csr, k: int) -> np.ndarray:
+        out = np.full((len(users), k), -1, dtype=np.int64)
+        for row, user in enumerate(users):
+            owned = train.indices[train.indptr[user] : train.indptr[user + 1]]
+            take = min(k, self.n_items - len(owned))
+            rng = np.random.default_rng([self.seed, int(user)])
+            # take + |owned| distinct draws hold at least `take` videos the user does not own,
+            # in a uniformly random order: the first `take` of them are the sample.
+            drawn = rng.choice(self.n_items, size=take + len(owned), replace=False)
+            out[row, :take] = drawn[~np.isin(drawn, owned)][:take]
+        return out
+
+
 def random_scorer(data: Dataset, seed: int) -> Scorer:
-    """Uniform random scores; seeded by the chunk's first user, so it is reproducible for the
-    fixed batching of top_k."""
-
-    def score(chunk: np.ndarray) -> torch.Tensor:
-        generator = torch.Generator().manual_seed(seed * 1_000_003 + int(chunk[0]))
-        return torch.rand(len(chunk), data.n_items, generator=generator)
-
-    return score
+    return RandomScorer(data.n_items, seed)
