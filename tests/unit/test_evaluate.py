@@ -125,7 +125,8 @@ def test_random_top_k_is_uniform_over_the_videos_a_user_does_not_own() -> None:
     owners = np.concatenate([owners, np.full(47, 2000)])
     owned = np.concatenate([owned, np.arange(47)])  # user 2000 owns all but 47, 48, 49
     train = Csr.from_pairs(owners, owned, 2001)
-    scorer = RandomScorer(n_items, seed=3)
+    scorer = RandomScorer(n_items, seed=3, sample_above=0)  # draws even for a small catalog
+    assert RandomScorer(n_items, seed=3).sample is None  # which it would score whole
     top = top_k(scorer, np.arange(2001), train, k, n_items)
     assert np.array_equal(top, top_k(scorer, np.arange(2001), train, k, n_items))  # seeded
     assert sorted(top[2000][:3]) == [47, 48, 49] and list(top[2000][3:]) == [-1, -1]
