@@ -86,3 +86,69 @@ def test_loading_the_same_file_twice_replaces_it(tmp_path: Path) -> None:
             "(select count(*) from raw.loads) as loads"
         ).row(0)
     assert counts == (1, 1, 1)
+
+
+SJIS_LINES = [
+    "https://x.jp/cid=a1/,レビュアー,4",
+    "https://x.jp/cid=a2/,山田,5",
+    "https://x.jp/cid=a3/,r3,3",
+]
+
+
+def test_gzip_and_zstd_files_load_as_their_plain_text(tmp_path: Path) -> None:
+    import gzip
+
+    import pyarrow as pa
+
+    body = HEADER + b"https://x.jp/cid=a1/,r1,5\nhttps://x.jp/cid=a2/,r2,4\nbad line\n"
+    plain = parse_reviews_csv(write(tmp_path, body))
+    zipped = write(tmp_path, gzip.compress(body), "reviews.csv.gz")
+    zstd = tmp_path / "reviews.zst"
+    with pa.output_stream(str(zstd), compression="zstd") as out:
+        out.write(body)
+    misnamed = write(tmp_path, gzip.compress(body), "reviews.csv")  # told by bytes, not name
+    for path in (zipped, zstd, misnamed):
+        parsed = parse_reviews_csv(path)
+        assert parsed.reviews.equals(plain.reviews) and parsed.rejects.equals(plain.rejects)
+        assert parsed.sha256 == plain.sha256 and parsed.data_lines == 3
+    truncated = write(tmp_path, gzip.compress(body * 2000)[:-40], "cut.csv.gz")
+    with pytest.raises(UserError, match="cannot read this gzip to its end"):
+        parse_reviews_csv(truncated)
+
+
+def test_a_cp932_scrape_gets_a_hint_then_loads_with_encoding(tmp_path: Path) -> None:
+    path = write(tmp_path, HEADER + "\n".join(SJIS_LINES).encode("cp932") + b"\n")
+    guessed = parse_reviews_csv(path)
+    assert [r["reason"] for r in guessed.rejects.to_pylist()] == ["undecodable"] * 2
+    assert guessed.notes and "--encoding cp932" in guessed.notes[0]
+    assert "2 lines" in guessed.notes[0]
+    right = parse_reviews_csv(path, "cp932")
+    assert [r["reviewer_id"] for r in right.reviews.to_pylist()] == ["レビュアー", "山田", "r3"]
+    assert right.rejects.num_rows == 0 and not right.notes
+    clean = parse_reviews_csv(write(tmp_path, HEADER + b"https://x.jp/cid=a/,r,5\n", "ok.csv"))
+    assert not clean.notes  # nothing undecodable, nothing to say
+    with pytest.raises(UserError, match="unknown --encoding"):
+        parse_reviews_csv(path, "klingon")
+    with pytest.raises(UserError, match="ASCII-compatible"):
+        parse_reviews_csv(path, "utf-16")
+
+
+def test_an_unreadable_file_is_one_clear_line(tmp_path: Path, capsys, monkeypatch) -> None:
+    import os
+
+    from trainer.cli import main
+
+    path = write(tmp_path, HEADER + b"https://x.jp/cid=a/,r,5\n")
+    path.chmod(0)
+    if os.access(path, os.R_OK):  # root reads anything: the OS refusal, as open() raises it
+        real_open = Path.open
+
+        def refuse(self, *args, **kwargs):
+            if self == path:
+                raise PermissionError(13, "Permission denied", str(path))
+            return real_open(self, *args, **kwargs)
+
+        monkeypatch.setattr(Path, "open", refuse)
+    assert main(["load", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot read {path}: Permission denied" in err and "Traceback" not in err

@@ -33,6 +33,7 @@ class RawLoad:
     source_path: str
     sha256: str
     data_lines: int
+    notes: tuple[str, ...] = ()  # for the operator, e.g. which --encoding the rejects suggest
 
 
 @dataclass(frozen=True)

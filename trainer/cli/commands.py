@@ -37,12 +37,14 @@ def _cmd_load(args: argparse.Namespace) -> int:
     target = load_target(args.target)
     hmac_key = key_from_env() if args.anonymize else None
     with run_lock(target), connect(target) as warehouse:
-        loaded = load_reviews(warehouse, args.path, hmac_key)
+        loaded = load_reviews(warehouse, args.path, hmac_key, args.encoding)
     print(
         f"loaded {args.path} into {target.name}: {loaded.reviews.num_rows:,} rows in raw.reviews, "
         f"{loaded.rejects.num_rows:,} unparseable lines in raw.load_rejects "
         f"(of {loaded.data_lines:,} data lines)"
     )
+    for note in loaded.notes:
+        print(f"note: {note}")
     return 0
 
 
@@ -139,6 +141,7 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
         target=args.target,
         publish_target=args.publish_target,
         anonymize=args.anonymize,
+        encoding=args.encoding,
         force=args.force,
         reason=args.reason,
         store_root=args.store_root,

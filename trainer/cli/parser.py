@@ -122,6 +122,12 @@ def _target(parser: argparse.ArgumentParser) -> None:
 
 def _anonymize(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
+        "--encoding",
+        default="utf-8",
+        help="the CSV's text encoding (any ASCII-compatible one, e.g. cp932); gzip and zstd "
+        "files are recognised by their first bytes",
+    )
+    parser.add_argument(
         "--anonymize",
         action="store_true",
         help="replace reviewer ids by HMAC-SHA256 with the secret REVIEWER_ID_HMAC_KEY",

@@ -3,12 +3,20 @@
 The parser is ours rather than the engine's CSV reader so that DuckDB and Postgres see exactly the
 same rows and rejects. Fields stay text here; typing and validation are dbt's job (staging), where
 analysts can see and test them.
+
+Input as scrapes arrive: plain, gzip (`.gz`) or zstd (`.zst`), told apart by their first bytes,
+not their names; UTF-8 by default, or any ASCII-compatible `encoding` (a Japanese scrape may be
+Shift_JIS / CP932). With the default, undecodable lines that read as CP932 add a note that says
+so and names the flag. The file's sha256 is of its decompressed bytes.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
+import gzip
 import hashlib
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +28,9 @@ from trainer.ingest.anonymize import anonymize_load
 
 EXPECTED_COLUMNS = ("product_url", "reviewer_id", "stars")
 BOM = b"\xef\xbb\xbf"
+GZIP_MAGIC, ZSTD_MAGIC = b"\x1f\x8b", b"\x28\xb5\x2f\xfd"
+HINT_ENCODINGS = ("cp932",)  # tried on undecodable lines, to name the --encoding to use
+CHUNK = 1 << 20
 
 REVIEWS_SCHEMA = pa.schema(
     [
@@ -44,12 +55,12 @@ def _split(text: str) -> list[str] | None:
         return None
 
 
-def _header_order(line: bytes, path: Path) -> list[int]:
+def _header_order(line: bytes, path: Path, encoding: str) -> list[int]:
     """Positions of product_url, reviewer_id, stars in the header (any order, nothing else)."""
     try:
-        text = line.removeprefix(BOM).decode("utf-8").strip()
+        text = line.removeprefix(BOM).decode(encoding).strip()
     except UnicodeDecodeError as exc:
-        raise UserError(f"{path}: the header line is not UTF-8 text") from exc
+        raise UserError(f"{path}: the header line is not {encoding} text") from exc
     names = [name.strip().strip('"').lower() for name in (_split(text) or [])]
     if sorted(names) != sorted(EXPECTED_COLUMNS):
         # The first line is not echoed: without a header it is a review, and its reviewer id
@@ -64,16 +75,48 @@ def _header_order(line: bytes, path: Path) -> list[int]:
 
 
 def _lines(path: Path) -> Iterator[bytes]:
-    with path.open("rb") as handle:
-        yield from handle
+    """The file's lines (with their line ends), decompressed when it is gzip or zstd."""
+    try:
+        with path.open("rb") as handle:
+            magic = handle.read(4)
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+    kind = "gzip" if magic.startswith(GZIP_MAGIC) else "zstd" if magic == ZSTD_MAGIC else "file"
+    openers = {
+        "gzip": lambda: gzip.open(path, "rb"),  # noqa: SIM115 - entered by the with below
+        "zstd": lambda: pa.input_stream(str(path), compression="zstd"),
+        "file": lambda: path.open("rb"),
+    }
+    try:
+        with openers[kind]() as stream:
+            rest = b""
+            while chunk := stream.read(CHUNK):
+                *whole, rest = (rest + chunk).split(b"\n")
+                yield from (line + b"\n" for line in whole)
+            if rest:
+                yield rest
+    except (OSError, EOFError, zlib.error, pa.ArrowException) as exc:
+        raise UserError(f"{path}: cannot read this {kind} to its end ({exc})") from None
 
 
-def parse_reviews_csv(path: Path) -> RawLoad:
+def _check_encoding(encoding: str) -> str:
+    try:
+        name = codecs.lookup(encoding).name
+    except LookupError:
+        raise UserError(f"unknown --encoding {encoding!r}") from None
+    if 'a,"\n'.encode(name, errors="replace") != b'a,"\n':
+        raise UserError(f"--encoding {encoding}: only ASCII-compatible encodings can be read")
+    return name
+
+
+def parse_reviews_csv(path: Path, encoding: str = "utf-8") -> RawLoad:
     """Parse a review CSV into raw rows and load rejects; raise UserError for unusable files."""
     if not path.exists():
         raise UserError(f"reviews file not found: {path}")
     if path.is_dir():
         raise UserError(f"{path} is a directory, not a CSV file")
+    encoding = _check_encoding(encoding)
+    hinted = {name: 0 for name in HINT_ENCODINGS} if encoding == "utf-8" else {}
     digest = hashlib.sha256()
     columns: dict[str, list] = {name: [] for name in REVIEWS_SCHEMA.names}
     rejects: dict[str, list] = {name: [] for name in REJECTS_SCHEMA.names}
@@ -85,9 +128,12 @@ def parse_reviews_csv(path: Path) -> RawLoad:
         if order is None:
             if not raw.strip():
                 raise UserError(f"{path} is empty: expected a header {','.join(EXPECTED_COLUMNS)}")
-            order = _header_order(raw, path)
+            order = _header_order(raw, path, encoding)
             continue
-        reason, fields, text = _classify(raw)
+        reason, fields, text = _classify(raw, encoding)
+        if reason == "undecodable" and b"\x00" not in raw:
+            for name in hinted:
+                hinted[name] += _decodes(raw, name)
         if reason:
             rejects["line_number"].append(line_number)
             rejects["reason"].append(reason)
@@ -102,19 +148,34 @@ def parse_reviews_csv(path: Path) -> RawLoad:
     data_lines = line_number - 1
     if data_lines == 0:
         raise UserError(f"{path} has a header but no review lines")
+    notes = tuple(
+        f"{count:,} lines that are not UTF-8 read as {name}: if the file is {name}, load it "
+        f"again with --encoding {name}"
+        for name, count in hinted.items()
+        if count
+    )
     return RawLoad(
         reviews=pa.table(columns, schema=REVIEWS_SCHEMA),
         rejects=pa.table(rejects, schema=REJECTS_SCHEMA),
         source_path=str(path.resolve()),
         sha256=digest.hexdigest(),
         data_lines=data_lines,
+        notes=notes,
     )
 
 
-def _classify(raw: bytes) -> tuple[str | None, list[str], str]:
+def _decodes(raw: bytes, encoding: str) -> bool:
+    try:
+        raw.decode(encoding)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _classify(raw: bytes, encoding: str = "utf-8") -> tuple[str | None, list[str], str]:
     """(reject reason or None, fields, the line as text for the rejects table)."""
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode(encoding)
     except UnicodeDecodeError:
         return "undecodable", [], raw.decode("utf-8", errors="backslashreplace")
     if "\x00" in text:  # Postgres text cannot hold NUL: reject on every engine alike
@@ -127,12 +188,14 @@ def _classify(raw: bytes) -> tuple[str | None, list[str], str]:
     return None, fields, text
 
 
-def load_reviews(warehouse: Warehouse, path: Path, hmac_key: bytes | None = None) -> RawLoad:
+def load_reviews(
+    warehouse: Warehouse, path: Path, hmac_key: bytes | None = None, encoding: str = "utf-8"
+) -> RawLoad:
     """Parse `path` and replace the raw tables with it (the same file twice gives one copy).
 
     With `hmac_key`, reviewer ids are replaced by keyed hashes before anything is written
     (trainer/ingest/anonymize.py)."""
-    parsed = parse_reviews_csv(path)
+    parsed = parse_reviews_csv(path, encoding)
     if hmac_key is not None:
         parsed = anonymize_load(parsed, hmac_key)
     warehouse.ensure_app_schema()

@@ -64,6 +64,7 @@ class PipelineOptions:
     target: str | None = None
     publish_target: str | None = None  # defaults to target
     anonymize: bool = False  # reviewer ids -> HMAC(REVIEWER_ID_HMAC_KEY, id) at load
+    encoding: str = "utf-8"  # of the CSV (trainer/ingest/load.py)
     force: bool = False
     reason: str = ""
     store_root: Path = DEFAULT_STORE_ROOT
@@ -135,7 +136,9 @@ def _run_locked(
             require_published_tables(production, publish_target.name)
     stages: dict[str, float] = {}
     with stage(stages, "load", options.progress), connect(target) as warehouse:
-        load_reviews(warehouse, options.csv, hmac_key)
+        loaded = load_reviews(warehouse, options.csv, hmac_key, options.encoding)
+    for note in loaded.notes:
+        print(f"note: {note}", flush=True)
     with stage(stages, "dbt build", options.progress):
         run_dbt(target, "build", quiet=True)
     with connect(publish_target) as where_recorded:  # model_runs lives where runs are recorded
