@@ -257,8 +257,8 @@ def test_a_failing_data_test_stops_the_pipeline_with_exit_2(
 
     real_load = pipeline.load_reviews
 
-    def lossy_load(warehouse, path, hmac_key=None):
-        parsed = real_load(warehouse, path, hmac_key)
+    def lossy_load(warehouse, path, hmac_key=None, encoding="utf-8"):
+        parsed = real_load(warehouse, path, hmac_key, encoding)
         warehouse.execute(
             "delete from raw.reviews where line_number = (select max(line_number) from raw.reviews)"
         )
