@@ -61,7 +61,7 @@ def run_lock(target: Target, command: str | None = None) -> Iterator[None]:
 
 @contextmanager
 def _duckdb_lock(target: Target, command: str) -> Iterator[None]:
-    path = Path(str(target.duckdb_path) + LOCK_SUFFIX)
+    path = lock_file(target.duckdb_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -76,11 +76,15 @@ def _duckdb_lock(target: Target, command: str) -> Iterator[None]:
         os.close(fd)  # releases the flock
 
 
+def lock_file(database: Path) -> Path:
+    """The file whose flock is a DuckDB database's run lock: beside it, named after it."""
+    return Path(str(database) + LOCK_SUFFIX)
+
+
 def duckdb_holder(database: Path) -> str:
     """Who holds (or last held) the run lock of a DuckDB file, for messages."""
-    path = Path(str(database) + LOCK_SUFFIX)
     try:
-        holder = json.loads(path.read_text() or "{}")
+        holder = json.loads(lock_file(database).read_text() or "{}")
     except (OSError, ValueError):
         return "another process"
     if not holder:
@@ -101,14 +105,14 @@ def lock_key(target: Target) -> tuple[int, int]:
 def _postgres_lock(target: Target, command: str) -> Iterator[None]:
     import psycopg
 
-    from trainer.backends.postgres.connection import connection_settings
+    from trainer.backends.postgres.connection import connect_error, connection_settings
 
     settings = connection_settings(target)
     name = f"reviews_two_tower run lock: {command}"[:63]
     try:
         con = psycopg.connect(settings.conninfo, application_name=name, autocommit=True)
-    except psycopg.OperationalError as exc:
-        raise UserError(f"cannot reach {settings.described} to take the run lock: {exc}") from None
+    except psycopg.Error as exc:  # the same masked message as any first connection
+        raise connect_error(exc, settings) from None
     key = lock_key(target)
     try:
         if settings.pooler:  # a transaction lock in a transaction held for the run
