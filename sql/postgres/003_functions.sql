@@ -1,11 +1,16 @@
--- 003: the serving functions, called by the app (supabase.rpc('recommend_videos', ...)), by
+-- 003: the serving functions, called by the app (supabase.rpc('recommend_for_me', ...)), by
 -- `python -m trainer recommend --target postgres` and by analysts.
 --
--- Both are `security invoker` (the caller's grants and RLS apply) with an empty search_path, so
--- every name below is schema-qualified, operators included (pgvector may live in `extensions`).
--- They read only public tables that each publish refreshes (the videos a user reviewed come from
--- public.reviewed_videos, not from the dbt marts), so they also serve from a production database
--- that holds no marts.
+-- They are the API roles' only way to the embeddings (004_security.sql): `security definer`, so
+-- they read the tables as their owner while anon and authenticated hold no privilege on
+-- user_embeddings, reviewed_videos or the slot tables, and each returns only its answer. Who may
+-- ask what is decided by execute grants: recommend_videos takes any reviewer id, so only
+-- service_role (the app's server side, the trainer) may call it; a signed-in app user calls
+-- recommend_for_me, which takes the id from the verified JWT, never from an argument. The search
+-- path is empty, so every name below is schema-qualified, operators included (pgvector may live
+-- in `extensions`): a caller's objects cannot stand in for ours. They read only public tables that
+-- each publish refreshes (the videos a user reviewed come from public.reviewed_videos, not from
+-- the dbt marts), so they also serve from a production database that holds no marts.
 --
 -- ANN settings travel with the functions (SET clauses): each publish rebuilds the index and
 -- retunes ivfflat.probes on both functions in the same transaction (see
@@ -29,7 +34,7 @@ create or replace function public.recommend_videos(p_user_id text, k integer def
 returns table (video_id uuid, product_url text, score double precision)
 language sql
 stable
-security invoker
+security definer
 set search_path = ''
 set plan_cache_mode = force_custom_plan
 set ivfflat.probes = 10
@@ -103,7 +108,7 @@ create or replace function public.similar_videos(p_video_id uuid, k integer defa
 returns table (video_id uuid, product_url text, score double precision)
 language sql
 stable
-security invoker
+security definer
 set search_path = ''
 set plan_cache_mode = force_custom_plan
 set ivfflat.probes = 10
@@ -158,7 +163,7 @@ create or replace function public.recommend_for_likes(p_video_ids uuid[], k inte
 returns table (video_id uuid, product_url text, score double precision)
 language sql
 stable
-security invoker
+security definer
 set search_path = ''
 set plan_cache_mode = force_custom_plan
 set ivfflat.probes = 10
@@ -207,3 +212,30 @@ $$;
 comment on function public.recommend_for_likes(uuid[], integer) is
     'reviews_two_tower: top-k videos for someone known only by the videos they liked (the user '
     'tower on those likes), excluding them';
+
+-- The signed-in app user: their published vector when they have one (a reviewer id equal to their
+-- auth uid), else the popular list, exactly recommend_videos for that id. The id is the `sub`
+-- claim of the request's verified JWT, read as Supabase's auth.uid() reads it (PostgREST sets
+-- request.jwt.claims; older versions request.jwt.claim.sub), so the function needs no auth schema
+-- and runs on plain Postgres. No claim (anon, a direct connection): nobody's vector, the popular
+-- list. recommend_videos' own search settings apply to the call.
+create or replace function public.recommend_for_me(k integer default 10)
+returns table (video_id uuid, product_url text, score double precision)
+language sql
+stable
+security definer
+set search_path = ''
+as $$
+    select r.video_id, r.product_url, r.score
+    from public.recommend_videos(
+        coalesce(
+            nullif(pg_catalog.current_setting('request.jwt.claim.sub', true), ''),
+            nullif(pg_catalog.current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub'
+        ),
+        k
+    ) as r
+$$;
+
+comment on function public.recommend_for_me(integer) is
+    'reviews_two_tower: top-k videos for the signed-in caller (the JWT sub claim), as '
+    'recommend_videos for that id; the most liked videos when they have no published vector';

@@ -1,11 +1,23 @@
 -- 004: grants and row level security, as a Supabase project expects them.
 --
---   anon           read videos, video_embeddings, popular_videos; execute both functions (a
---                  visitor gets the popular list: no user_embeddings or reviewed_videos row is
---                  visible to anon)
---   authenticated  read those, user_embeddings and reviewed_videos; execute both functions
---   service_role   read and write everything here (the trainer's publish, Edge Functions)
---   public         nothing: execute on the functions is revoked from PUBLIC
+-- What each role may do (sql/postgres/README.md, "Roles"):
+--
+--   anon           read videos and popular_videos; execute similar_videos and
+--                  recommend_for_likes (a visitor is known only by what they look at)
+--   authenticated  the same, and recommend_for_me (their own recommendations, from their JWT)
+--   service_role   read and write every table and view here (the trainer's publish, the app's
+--                  server side); execute every function, recommend_videos included
+--   public         nothing
+--
+-- Nobody but service_role (and the owner) reads user_embeddings, reviewed_videos (every
+-- reviewer's history), model_runs or any slot table: the functions are security definer and
+-- return only their answer, and recommend_videos, which takes any reviewer id, is service_role's.
+--
+-- Every run revokes everything on our tables, views and functions from the API roles and from
+-- PUBLIC before it grants, so nothing survives that was granted by other means: a Supabase
+-- project's default privileges give anon and authenticated ALL on every new public table
+-- (REFERENCES, TRIGGER, TRUNCATE and MAINTAIN included, the last enough to take an exclusive
+-- lock) and EXECUTE on every new function.
 --
 -- The functions read only public tables, so the API roles need nothing in the dbt marts schema
 -- {marts_schema}; earlier versions granted them read access there, which is taken back below.
@@ -14,8 +26,7 @@
 -- The roles exist on Supabase; on plain Postgres grants and policies are made only for the
 -- roles that exist, so the same files apply anywhere.
 
--- video_embeddings and user_embeddings are security_invoker views: reading one reads a slot,
--- whose grants and policies apply; both slots of a view get the same ones.
+-- RLS on every table: a role that somehow gets a grant still sees no row without a policy.
 alter table public.video_embeddings_a enable row level security;
 alter table public.video_embeddings_b enable row level security;
 alter table public.user_embeddings_a enable row level security;
@@ -24,46 +35,78 @@ alter table public.model_runs enable row level security;
 alter table public.popular_videos enable row level security;
 alter table public.reviewed_videos enable row level security;
 
-revoke all on function public.recommend_videos(text, integer) from public;
-revoke all on function public.similar_videos(uuid, integer) from public;
-revoke all on function public.recommend_for_likes(uuid[], integer) from public;
-
 do $$
 declare
     ours_videos boolean := coalesce(
         obj_description('public.videos'::regclass, 'pg_class') like 'reviews_two_tower:%',
         false
     );
-    our_tables text[] := array[
+    -- tables and views; the views (video_embeddings, user_embeddings) read the slots as the
+    -- caller (security_invoker), so service_role gets both
+    relations text[] := array[
+        'video_embeddings', 'video_embeddings_a', 'video_embeddings_b', 'user_embeddings',
+        'user_embeddings_a', 'user_embeddings_b', 'model_runs', 'popular_videos',
+        'reviewed_videos'
+    ];
+    tables text[] := array[
         'video_embeddings_a', 'video_embeddings_b', 'user_embeddings_a', 'user_embeddings_b',
         'model_runs', 'popular_videos', 'reviewed_videos'
     ];
+    -- function -> the API roles that may execute it (service_role may execute all)
+    functions jsonb := jsonb_build_object(
+        'public.recommend_videos(text, integer)', jsonb_build_array(),
+        'public.recommend_for_me(integer)', jsonb_build_array('authenticated'),
+        'public.similar_videos(uuid, integer)', jsonb_build_array('anon', 'authenticated'),
+        'public.recommend_for_likes(uuid[], integer)', jsonb_build_array('anon', 'authenticated')
+    );
+    -- the public tables the API roles read directly (nothing personal: videos and counts)
+    readable text[] := array['popular_videos'];
+    api_roles text[];
     api_role text;
-    tbl text;
+    rel text;
+    fn text;
 begin
-    -- The videos table gets our policies only when migration 002 created it; an app's own
-    -- videos table keeps its own security.
+    -- The videos table gets our grants and policies only when migration 002 created it; an app's
+    -- own videos table keeps its own security.
     if ours_videos then
         alter table public.videos enable row level security;
-        our_tables := our_tables || 'videos'::text;
+        relations := relations || 'videos'::text;
+        tables := tables || 'videos'::text;
+        readable := readable || 'videos'::text;
     end if;
 
-    foreach api_role in array array['anon', 'authenticated', 'service_role'] loop
-        if not exists (select 1 from pg_catalog.pg_roles where rolname = api_role) then
-            continue;
-        end if;
+    select coalesce(array_agg(rolname order by rolname), '{}') into api_roles
+    from pg_catalog.pg_roles where rolname in ('anon', 'authenticated', 'service_role');
 
-        execute format(
-            'grant execute on function public.recommend_videos(text, integer) to %I', api_role
-        );
-        execute format(
-            'grant execute on function public.similar_videos(uuid, integer) to %I', api_role
-        );
-        execute format(
-            'grant execute on function public.recommend_for_likes(uuid[], integer) to %I', api_role
-        );
+    -- 1. take everything back
+    foreach rel in array relations loop
+        execute format('revoke all on public.%I from public', rel);
+        foreach api_role in array api_roles loop
+            execute format('revoke all on public.%I from %I', rel, api_role);
+        end loop;
+    end loop;
+    for fn in select jsonb_object_keys(functions) loop
+        execute format('revoke all on function %s from public', fn);
+        foreach api_role in array api_roles loop
+            execute format('revoke all on function %s from %I', fn, api_role);
+        end loop;
+    end loop;
+    -- policies of earlier versions that let the API roles read embeddings and histories
+    foreach rel in array tables loop
+        execute format('drop policy if exists anon_read on public.%I', rel);
+        execute format('drop policy if exists authenticated_read on public.%I', rel);
+        execute format('drop policy if exists service_role_write on public.%I', rel);
+    end loop;
 
-        -- the marts: no longer read by the functions, so no access for the API roles (unless
+    -- 2. grant what each role is for
+    foreach api_role in array api_roles loop
+        for fn in select jsonb_object_keys(functions) loop
+            if api_role = 'service_role' or functions -> fn ? api_role then
+                execute format('grant execute on function %s to %I', fn, api_role);
+            end if;
+        end loop;
+
+        -- the marts: not read by the functions, so no access for the API roles (unless
         -- someone builds the marts into public itself, which is then left alone)
         if '{marts_schema_name}' <> 'public' then
             execute format(
@@ -78,74 +121,27 @@ begin
         end if;
 
         if api_role = 'service_role' then
-            execute 'grant select, insert, update, delete on public.video_embeddings, '
-                || 'public.video_embeddings_a, public.video_embeddings_b, public.user_embeddings, '
-                || 'public.user_embeddings_a, public.user_embeddings_b, public.model_runs, '
-                || 'public.popular_videos, public.reviewed_videos to service_role';
-            if ours_videos then
-                execute 'grant select, insert, update, delete on public.videos to service_role';
-            end if;
-            foreach tbl in array our_tables loop
-                execute format('drop policy if exists service_role_write on public.%I', tbl);
+            foreach rel in array relations loop
+                execute format(
+                    'grant select, insert, update, delete on public.%I to service_role', rel
+                );
+            end loop;
+            foreach rel in array tables loop
                 execute format(
                     'create policy service_role_write on public.%I for all to service_role '
-                    || 'using (true) with check (true)', tbl
+                    || 'using (true) with check (true)', rel
                 );
             end loop;
             continue;
         end if;
 
-        -- anon and authenticated read. Supabase grants API roles every privilege on new
-        -- public tables by default: writes (and TRUNCATE, which RLS does not cover) are taken
-        -- back here, and model_runs is for the service role only.
-        execute format(
-            'revoke insert, update, delete, truncate on public.video_embeddings, '
-            || 'public.video_embeddings_a, public.video_embeddings_b, public.user_embeddings, '
-            || 'public.user_embeddings_a, public.user_embeddings_b, public.model_runs, '
-            || 'public.popular_videos, public.reviewed_videos from %I',
-            api_role
-        );
-        execute format('revoke select on public.model_runs from %I', api_role);
-        -- select on user_embeddings and reviewed_videos for anon too, so the invoker function
-        -- can run for it; RLS gives anon no rows there (no policy), hence the popular fallback.
-        execute format(
-            'grant select on public.video_embeddings, public.video_embeddings_a, '
-            || 'public.video_embeddings_b, public.user_embeddings, public.user_embeddings_a, '
-            || 'public.user_embeddings_b, public.popular_videos, public.reviewed_videos to %I',
-            api_role
-        );
-        foreach tbl in array array[
-            'video_embeddings_a', 'video_embeddings_b', 'popular_videos'
-        ] loop
-            execute format('drop policy if exists %I on public.%I', api_role || '_read', tbl);
+        foreach rel in array readable loop
+            execute format('grant select on public.%I to %I', rel, api_role);
             execute format(
                 'create policy %I on public.%I for select to %I using (true)',
-                api_role || '_read', tbl, api_role
+                api_role || '_read', rel, api_role
             );
         end loop;
-        if api_role = 'authenticated' then
-            foreach tbl in array array['user_embeddings_a', 'user_embeddings_b'] loop
-                execute format('drop policy if exists authenticated_read on public.%I', tbl);
-                execute format(
-                    'create policy authenticated_read on public.%I for select '
-                    || 'to authenticated using (true)', tbl
-                );
-            end loop;
-            execute 'drop policy if exists authenticated_read on public.reviewed_videos';
-            execute 'create policy authenticated_read on public.reviewed_videos for select '
-                || 'to authenticated using (true)';
-        end if;
-        if ours_videos then
-            execute format(
-                'revoke insert, update, delete, truncate on public.videos from %I', api_role
-            );
-            execute format('grant select on public.videos to %I', api_role);
-            execute format('drop policy if exists %I on public.videos', api_role || '_read');
-            execute format(
-                'create policy %I on public.videos for select to %I using (true)',
-                api_role || '_read', api_role
-            );
-        end if;
     end loop;
 end
 $$;

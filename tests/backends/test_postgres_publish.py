@@ -6,15 +6,23 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 
 import numpy as np
 import psycopg
 import pytest
 
-from tests.support.marts import create_postgres_marts
 from tests.support.pg_server import PgServer
-from trainer.backends.base import MAX_K
+from tests.support.serving_world import (
+    MODEL_DIM,
+    N_USERS,
+    N_VIDEOS,
+    World,
+    make_world,
+    publish,
+    vectors,
+    vid,
+)
 from trainer.backends.postgres import (
     ANN_INDEX_SUFFIX,
     HNSW_EF_SEARCH,
@@ -32,40 +40,6 @@ from trainer.ml.model import fold_in
 from trainer.transform.dbt import run_dbt
 
 DB = "publish_tests"
-N_VIDEOS, N_USERS, MODEL_DIM = 240, 40, 32
-
-
-def vid(i: int) -> str:
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"video-{i}"))
-
-
-@dataclass
-class World:
-    pg: PgServer
-    wh: PostgresWarehouse
-    video_ids: list[str]
-    user_ids: list[str]
-    reviewed: dict[str, set[str]]
-    likes: dict[str, int] = field(default_factory=dict)  # positives per video
-
-    def warehouse(self) -> PostgresWarehouse:
-        return PostgresWarehouse.from_target(self.pg.target(DB))
-
-    def connect(self) -> psycopg.Connection:
-        return self.pg.connect(DB)
-
-
-def vectors(seed: int, rows: int, dim: int = MODEL_DIM) -> np.ndarray:
-    return np.random.default_rng(seed).normal(size=(rows, dim)).astype(np.float32)
-
-
-def publish(
-    wh: PostgresWarehouse, world: World, version: str, seed: int, videos=None, dim=MODEL_DIM
-):
-    ids = videos if videos is not None else world.video_ids
-    v, u = vectors(seed, len(ids), dim), vectors(seed + 1, len(world.user_ids), dim)
-    wh.publish_embeddings((ids, v), (world.user_ids, u), version)
-    return v, u
 
 
 def published_slot(con: psycopg.Connection, view: str = "video_embeddings") -> str:
@@ -150,31 +124,8 @@ def function_probes(con: psycopg.Connection) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def world(pg_env: PgServer) -> World:
-    pg_env.database(DB)
-    wh = PostgresWarehouse.from_target(pg_env.target(DB))
-    wh.ensure_app_schema()
-    video_ids = [vid(i) for i in range(N_VIDEOS + 20)]  # 20 registered but never embedded
-    with pg_env.connect(DB) as con:
-        con.execute(
-            "insert into public.videos (id, product_url) select unnest(%s::uuid[]), "
-            "'https://www.dmm.co.jp/-/detail/=/cid=v' || generate_series(0, %s - 1)",
-            (video_ids, len(video_ids)),
-        )
-        rng = np.random.default_rng(5)
-        rows, reviewed = [], {}
-        popularity = np.arange(N_VIDEOS, 0, -1, dtype=float) ** 2
-        user_ids = [f"user{u:03d}" for u in range(N_USERS)] + ["cold_user"]
-        for user in user_ids:
-            picks = rng.choice(N_VIDEOS, size=8, replace=False, p=popularity / popularity.sum())
-            reviewed[user] = {video_ids[i] for i in picks}
-            for i in picks:
-                stars = int(rng.integers(1, 6))
-                rows.append((user, video_ids[i], stars, stars >= 4, stars / 5))
-        create_postgres_marts(con, rows)
-    world = World(pg_env, wh, video_ids[:N_VIDEOS], user_ids[:N_USERS], reviewed)
-    yield world
-    wh.close()
+def world(pg_env: PgServer) -> Iterator[World]:
+    yield from make_world(pg_env, DB)
 
 
 # -- write-back -------------------------------------------------------------------------------
@@ -731,27 +682,6 @@ def test_an_unknown_user_is_a_clear_error(world: World) -> None:
     assert world.wh.similar(str(uuid.uuid4()), 5) == []  # a video without a vector
 
 
-def test_every_serving_function_bounds_k_for_every_caller(world: World) -> None:
-    """A caller cannot read the whole catalog: k is capped at MAX_K, and k <= 0 or null returns
-    nothing, straight through SQL as PostgREST would call it (as the API roles)."""
-    publish(world.wh, world, "k1", seed=27)
-    calls = [  # (role, function, first argument): both paths have more than MAX_K candidates
-        ("authenticated", "recommend_videos", world.user_ids[0]),
-        ("anon", "similar_videos", world.video_ids[0]),
-        ("anon", "recommend_for_likes", world.video_ids[:3]),  # a visitor: anon may call it
-    ]
-    with world.connect() as con:
-        con.execute("set enable_indexscan = off")  # exact scans: the ANN may return fewer rows
-        for role, function, first in calls:
-            con.execute(f"set role {role}")
-            count = f"select count(*) from public.{function}(%s, %s)"
-            assert con.execute(count, (first, 1_000_000)).fetchone()[0] == MAX_K
-            assert con.execute(count, (first, MAX_K - 1)).fetchone()[0] == MAX_K - 1
-            for k in (0, -5, None):
-                assert con.execute(count, (first, k)).fetchone()[0] == 0
-            con.execute("reset role")
-
-
 def test_similar_videos_excludes_the_video_itself(world: World) -> None:
     v, _ = publish(world.wh, world, "s3", seed=22)
     with world.connect() as con:
@@ -780,80 +710,6 @@ def test_record_run_upserts_json(world: World) -> None:
             "where model_version = 'r1'"
         ).fetchone()
     assert row == ({"dim": 64}, {"recall@10": [0.1, 0.2]}, True, "object")
-
-
-# -- Supabase roles -------------------------------------------------------------------------------
-def test_authenticated_can_read_and_execute_but_not_write(world: World) -> None:
-    publish(world.wh, world, "g1", seed=23)
-    user = world.user_ids[0]
-    with world.connect() as con:
-        con.execute("set role authenticated")
-        assert con.execute("select count(*) from public.video_embeddings").fetchone()[0] == N_VIDEOS
-        assert con.execute("select count(*) from public.user_embeddings").fetchone()[0] == N_USERS
-        assert (
-            len(con.execute("select * from public.recommend_videos(%s, 5)", (user,)).fetchall())
-            == 5
-        )
-        assert (
-            len(
-                con.execute(
-                    "select * from public.similar_videos(%s)", (world.video_ids[0],)
-                ).fetchall()
-            )
-            == 10
-        )
-        for statement in (
-            "insert into public.user_embeddings values "
-            "('x', array_fill(0, array[256])::vector, 'x')",
-            "update public.video_embeddings set model_version = 'hacked'",
-            "update public.video_embeddings_a set model_version = 'hacked'",
-            "delete from public.video_embeddings_b",
-            "delete from public.user_embeddings",
-            "truncate public.video_embeddings_a",
-            "truncate public.video_embeddings_b",
-            "delete from public.videos",
-            "delete from public.popular_videos",
-            "select * from public.model_runs",
-        ):
-            with pytest.raises(psycopg.errors.InsufficientPrivilege), con.transaction():
-                con.execute(statement)
-
-
-def test_anon_sees_no_user_vectors_and_gets_popular_videos(world: World) -> None:
-    publish(world.wh, world, "g2", seed=24)
-    user = world.user_ids[0]
-    with world.connect() as con:
-        as_owner = con.execute(
-            "select video_id from public.recommend_videos(%s, 5)", (user,)
-        ).fetchall()
-        con.execute("set role anon")
-        assert con.execute("select count(*) from public.user_embeddings").fetchone() == (0,)
-        assert con.execute("select count(*) from public.videos").fetchone()[0] > 0
-        rows = con.execute(
-            "select video_id, score from public.recommend_videos(%s, 5)", (user,)
-        ).fetchall()
-        assert rows and rows != as_owner and all(score >= 1 for _, score in rows)  # counts
-        assert (
-            len(
-                con.execute(
-                    "select * from public.similar_videos(%s, 3)", (world.video_ids[0],)
-                ).fetchall()
-            )
-            == 3
-        )
-
-
-def test_service_role_writes_and_strangers_cannot_execute(world: World) -> None:
-    with world.connect() as con:
-        con.execute("begin")
-        con.execute("set local role service_role")
-        con.execute("delete from public.user_embeddings where user_id = %s", (world.user_ids[0],))
-        con.execute("rollback")
-        con.execute("drop role if exists stranger")
-        con.execute("create role stranger nologin")
-        con.execute("set role stranger")
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            con.execute("select * from public.recommend_videos('user000', 5)")
 
 
 def test_reviewed_videos_follow_the_marts_and_only_changed_reviewers_are_rewritten(

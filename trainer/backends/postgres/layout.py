@@ -5,7 +5,9 @@
 - public.videos, video_embeddings, user_embeddings, popular_videos, reviewed_videos,
   model_runs  app tables (serving reads only these: production needs no marts); the two
   embedding tables are views, each over one of two slot tables (*_a, *_b; see slots.py)
-- public.recommend_videos(), similar_videos(), recommend_for_likes(): serving (security invoker)
+- public.recommend_videos(), similar_videos(), recommend_for_likes(): serving, searching the ANN
+  index (security definer: the API roles' only way to the embeddings); recommend_for_me() calls
+  recommend_videos() for the JWT's user
 """
 
 from __future__ import annotations
