@@ -3,6 +3,10 @@
 -- interactions.source_line_number + review_rejects.line_number: none missing, none twice, none
 -- that is not a data line. The load's rejects are the review_rejects of stage 'load'. raw.loads
 -- must describe exactly one load with at least one data line, else this fails too.
+--
+-- A record may span lines (an RFC 4180 quoted field with line breaks): its raw row or load reject
+-- covers line_number .. last_line_number, and so does every mart row that comes from it (found by
+-- its first line).
 with
 
 load_summary as (
@@ -42,16 +46,33 @@ expected as (
     cross join file_lines
 ),
 
-placed as (
+raw_starts as (
     select
-        'raw' as layer,
-        line_number
+        line_number,
+        last_line_number
     from {{ source('raw', 'reviews') }}
     union all
     select
+        line_number,
+        last_line_number
+    from {{ source('raw', 'load_rejects') }}
+),
+
+-- where each record ends, by its first line (one span per first line, even if the raw tables
+-- repeat one: that repeat is reported in the raw layer, not again in the marts)
+spans as (
+    select
+        line_number,
+        max(last_line_number) as last_line_number
+    from raw_starts
+    group by line_number
+),
+
+starts as (
+    select
         'raw' as layer,
         line_number
-    from {{ source('raw', 'load_rejects') }}
+    from raw_starts
     union all
     select
         'marts' as layer,
@@ -62,6 +83,17 @@ placed as (
         'marts' as layer,
         line_number
     from {{ ref('review_rejects') }}
+),
+
+placed as (
+    select
+        starts.layer,
+        cast(covered.line_number as bigint) as line_number
+    from starts
+    left join spans on starts.line_number = spans.line_number
+    cross join lateral generate_series(
+        starts.line_number, coalesce(spans.last_line_number, starts.line_number)
+    ) as covered (line_number)
 ),
 
 counted as (

@@ -107,6 +107,15 @@ CORRUPTIONS = [
         ["delete from raw.reviews where line_number = (select max(line_number) from raw.reviews)"],
     ),
     (
+        "a record's span runs into the next record",  # spans count, not just first lines
+        LINES,
+        LINES,
+        [
+            "update raw.reviews set last_line_number = line_number + 1 "
+            "where line_number = (select min(line_number) from raw.reviews)"
+        ],
+    ),
+    (
         "load reject recorded at the validate stage",
         LINES,
         LINES,

@@ -8,7 +8,7 @@ import pytest
 
 from trainer.backends.duckdb import DuckDBWarehouse
 from trainer.errors import UserError
-from trainer.ingest.load import load_reviews, parse_reviews_csv
+from trainer.ingest.load import MAX_RECORD_LINES, load_reviews, parse_reviews_csv
 
 HEADER = b"product_url,reviewer_id,stars\n"
 
@@ -48,11 +48,86 @@ def test_each_unparseable_line_is_rejected_with_its_line_number(tmp_path: Path) 
     assert parsed.data_lines == len(rows) + len(rejects) == 8
 
 
+def covered(parsed) -> list[int]:
+    """Every physical line the rows and rejects cover, in order (with repeats, if any)."""
+    spans = [*parsed.reviews.to_pylist(), *parsed.rejects.to_pylist()]
+    return sorted(n for r in spans for n in range(r["line_number"], r["last_line_number"] + 1))
+
+
+def test_a_quoted_field_may_span_lines_as_rfc_4180_allows(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        HEADER
+        + b'https://x.jp/cid=a1/,"first\nsecond",5\n'  # lines 2-3: one record
+        + b'https://x.jp/cid=a2/,"crlf\r\nand ""quotes""\r\n\r\nend",4\r\n'  # 4-7
+        + b"https://x.jp/cid=a3/,r3,3\n"  # 8
+        + b'https://x.jp/cid=a4/,"two\nlines",5,extra\n',  # 9-10: one ragged record
+    )
+    parsed = parse_reviews_csv(path)
+    rows = parsed.reviews.to_pylist()
+    assert [(r["line_number"], r["last_line_number"], r["reviewer_id"]) for r in rows] == [
+        (2, 3, "first\nsecond"),
+        (4, 7, 'crlf\nand "quotes"\n\nend'),
+        (8, 8, "r3"),
+    ]
+    assert parsed.rejects.to_pylist() == [
+        {
+            "line_number": 9,
+            "last_line_number": 10,
+            "reason": "ragged_line",
+            "raw_line": 'https://x.jp/cid=a4/,"two\nlines",5,extra',
+        }
+    ]
+    assert parsed.data_lines == 9 and covered(parsed) == list(range(2, 11))
+
+
+def test_a_stray_quote_rejects_its_line_alone_and_the_next_lines_are_read(tmp_path: Path) -> None:
+    good = [f"https://x.jp/cid=b{i}/,r{i},4\n".encode() for i in range(MAX_RECORD_LINES + 2)]
+    path = write(
+        tmp_path,
+        HEADER
+        + b'https://x.jp/cid=s1/,"stray,5\n'  # 2: never closes within MAX_RECORD_LINES
+        + b"".join(good)  # 3 .. 14
+        + b'https://x.jp/cid=s2/,"open\n'  # 15: closes only at 16, a ragged record
+        + "https://x.jp/cid=s3/,レビュアー,4\n".encode("shift_jis")  # 16: undecodable stops it
+        + b'https://x.jp/cid=s4/,"at the end,5\n',  # 17: still open at the end of the file
+    )
+    parsed = parse_reviews_csv(path)
+    rejects = {
+        r["line_number"]: (r["last_line_number"], r["reason"]) for r in parsed.rejects.to_pylist()
+    }
+    assert rejects == {
+        2: (2, "unclosed_quote"),
+        15: (15, "unclosed_quote"),
+        16: (16, "undecodable"),
+        17: (17, "unclosed_quote"),
+    }
+    assert [r["line_number"] for r in parsed.reviews.to_pylist()] == list(range(3, 15))
+    assert parsed.data_lines == 16 and covered(parsed) == list(range(2, 18))
+
+
+def test_a_record_spans_at_most_max_record_lines(tmp_path: Path) -> None:
+    fits = "\n".join(["y"] * MAX_RECORD_LINES)  # a record of MAX_RECORD_LINES lines
+    inner = "\n".join(["x"] * (MAX_RECORD_LINES + 1))  # one line more: too long
+    path = write(
+        tmp_path,
+        HEADER + f'https://x.jp/cid=a/,"{fits}",5\nhttps://x.jp/cid=b/,"{inner}",5\n'.encode(),
+    )
+    parsed = parse_reviews_csv(path)
+    first = parsed.reviews.to_pylist()[0]
+    assert (first["line_number"], first["last_line_number"]) == (2, 1 + MAX_RECORD_LINES)
+    rejects = parsed.rejects.to_pylist()
+    start = 2 + MAX_RECORD_LINES
+    assert (rejects[0]["line_number"], rejects[0]["reason"]) == (start, "unclosed_quote")
+    assert covered(parsed) == list(range(2, parsed.data_lines + 2))
+
+
 def test_header_columns_may_come_in_any_order_and_with_a_bom(tmp_path: Path) -> None:
     path = write(tmp_path, b"\xef\xbb\xbfstars,Product_URL,reviewer_id\n5,https://x.jp/cid=a/,r1\n")
     row = parse_reviews_csv(path).reviews.to_pylist()[0]
     assert row == {
         "line_number": 2,
+        "last_line_number": 2,
         "product_url": "https://x.jp/cid=a/",
         "reviewer_id": "r1",
         "stars": "5",

@@ -28,8 +28,8 @@ MAX_K = 100
 class RawLoad:
     """A parsed CSV ready to replace the raw tables: rows, unparseable lines and provenance."""
 
-    reviews: pa.Table  # line_number, product_url, reviewer_id, stars (all text but line_number)
-    rejects: pa.Table  # line_number, reason, raw_line
+    reviews: pa.Table  # line_number, last_line_number, product_url, reviewer_id, stars (text)
+    rejects: pa.Table  # line_number, last_line_number, reason, raw_line
     source_path: str
     sha256: str
     data_lines: int

@@ -59,10 +59,13 @@ def replace_raw(cur: psycopg.Cursor, load: RawLoad) -> None:
     raw = quote_ident(RAW_SCHEMA)
     cur.execute(
         f"create schema if not exists {raw};"
-        f"create table if not exists {raw}.reviews (line_number bigint, product_url text,"
-        " reviewer_id text, stars text);"
-        f"create table if not exists {raw}.load_rejects (line_number bigint, reason text,"
-        " raw_line text);"
+        f"create table if not exists {raw}.reviews (line_number bigint, last_line_number bigint,"
+        " product_url text, reviewer_id text, stars text);"
+        f"create table if not exists {raw}.load_rejects (line_number bigint,"
+        " last_line_number bigint, reason text, raw_line text);"
+        # raw tables of a version before multi-line records
+        f"alter table {raw}.reviews add column if not exists last_line_number bigint;"
+        f"alter table {raw}.load_rejects add column if not exists last_line_number bigint;"
         f"create table if not exists {raw}.loads (source_path text, sha256 text,"
         " data_lines bigint, parsed_rows bigint, rejected_lines bigint,"
         " loaded_at timestamptz);"
