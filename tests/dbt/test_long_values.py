@@ -8,12 +8,9 @@ from pathlib import Path
 import pytest
 
 from tests.support.pg_server import PgServer
-from tests.support.warehouses import build_duckdb
+from tests.support.warehouses import build_duckdb, build_postgres
 from trainer.backends.duckdb import DuckDBWarehouse
 from trainer.backends.postgres import PostgresWarehouse
-from trainer.backends.profiles import load_target
-from trainer.ingest.load import load_reviews
-from trainer.transform.dbt import run_dbt
 
 URL = "https://www.dmm.co.jp/digital/videoa/-/detail/=/cid={cid}/"
 # (line in the file, CSV line, expected reject reason or None for kept)
@@ -60,11 +57,7 @@ def test_duckdb_rejects_over_long_urls_and_ids_by_bytes(tmp_path: Path) -> None:
 def test_postgres_builds_and_rejects_the_same_lines(
     pg_env: PgServer, dbt_scratch: Path, tmp_path: Path
 ) -> None:
-    pg_env.database("long_values")
-    target = load_target("postgres")
-    with PostgresWarehouse.from_target(target) as wh:
-        wh.ensure_app_schema()
-        load_reviews(wh, _csv(tmp_path))
-    run_dbt(target, "build", quiet=True)  # raised on the btree limit before the rule
+    # dbt build raised on the btree limit before the rule
+    target = build_postgres(pg_env, _csv(tmp_path), "long_values")
     with PostgresWarehouse.from_target(target) as wh:
         assert _reasons(wh) == EXPECTED

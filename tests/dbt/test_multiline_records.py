@@ -10,12 +10,9 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from tests.support.pg_server import PgServer
-from tests.support.warehouses import build_duckdb
+from tests.support.warehouses import build_duckdb, build_postgres
 from trainer.backends.duckdb import DuckDBWarehouse
 from trainer.backends.postgres import PostgresWarehouse
-from trainer.backends.profiles import load_target
-from trainer.ingest.load import load_reviews
-from trainer.transform.dbt import run_dbt
 
 URL = "https://www.dmm.co.jp/digital/videoa/-/detail/=/cid={cid}/"
 BODY = (
@@ -72,12 +69,7 @@ def test_postgres_reads_the_same_records(
     pg_env: PgServer, dbt_scratch: Path, tmp_path: Path
 ) -> None:
     duck = build_duckdb(_csv(tmp_path), tmp_path / "w.duckdb")
-    pg_env.database("multiline_parity")
-    target = load_target("postgres")
-    with PostgresWarehouse.from_target(target) as wh:
-        wh.ensure_app_schema()
-        load_reviews(wh, _csv(tmp_path))
-    run_dbt(target, "build", quiet=True)
+    target = build_postgres(pg_env, _csv(tmp_path), "multiline_parity")
     with (
         PostgresWarehouse.from_target(target) as pg,
         DuckDBWarehouse(duck.duckdb_path, read_only=True) as dk,

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tests.support.pg_server import PgServer
 from trainer.backends.duckdb import DuckDBWarehouse
-from trainer.backends.profiles import Target
+from trainer.backends.postgres import PostgresWarehouse
+from trainer.backends.profiles import Target, load_target
 from trainer.ingest.load import load_reviews
 from trainer.transform.dbt import run_dbt
 
@@ -20,6 +22,17 @@ def build_duckdb(csv: Path, db: Path, variables: dict | None = None) -> Target:
     with DuckDBWarehouse(db) as warehouse:
         load_reviews(warehouse, csv)
     run_dbt(target, "build", variables=variables, quiet=True)
+    return target
+
+
+def build_postgres(pg_env: PgServer, csv: Path, database: str) -> Target:
+    """Load `csv` into a fresh database `database` (made the profile's) and run `dbt build`."""
+    pg_env.database(database)
+    target = load_target("postgres")
+    with PostgresWarehouse.from_target(target) as warehouse:
+        warehouse.ensure_app_schema()
+        load_reviews(warehouse, csv)
+    run_dbt(target, "build", quiet=True)
     return target
 
 
