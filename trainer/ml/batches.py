@@ -30,15 +30,6 @@ class UserBatch:
     negative_rows: torch.Tensor | None = None
 
 
-def _rows_of(indptr: np.ndarray, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(batch row, position in the CSR arrays) of every entry of `users`, in batch order."""
-    starts, lengths = indptr[users], indptr[users + 1] - indptr[users]
-    rows = np.repeat(np.arange(len(users)), lengths)
-    offsets = np.cumsum(lengths) - lengths
-    positions = np.arange(int(lengths.sum())) - offsets[rows] + starts[rows]
-    return rows, positions
-
-
 def user_batches(
     train: Csr,
     weights: np.ndarray,
@@ -58,11 +49,11 @@ def user_batches(
 
     for start in range(0, len(order), batch_size):
         users = order[start : start + batch_size]
-        rows, positions = _rows_of(train.indptr, users)
+        rows, positions = train.rows_of(users)
         target = is_target[positions]
         negative_rows = negative_items = None
         if negatives is not None:
-            neg_rows, neg_positions = _rows_of(negatives.indptr, users)
+            neg_rows, neg_positions = negatives.rows_of(users)
             negative_rows, negative_items = (
                 tensor(neg_rows),
                 tensor(negatives.indices[neg_positions]),

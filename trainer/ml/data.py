@@ -34,6 +34,13 @@ class Csr:
     def lengths(self) -> np.ndarray:
         return np.diff(self.indptr)
 
+    def rows_of(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(row in `users`, position in `indices`) of every entry of `users`, in their order."""
+        starts, lengths = self.indptr[users], self.indptr[users + 1] - self.indptr[users]
+        rows = np.repeat(np.arange(len(users)), lengths)
+        offsets = np.cumsum(lengths) - lengths
+        return rows, np.arange(int(lengths.sum())) - offsets[rows] + starts[rows]
+
 
 @dataclass(frozen=True)
 class Dataset:

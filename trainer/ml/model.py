@@ -87,6 +87,17 @@ class TwoTower(nn.Module):
         """Vectors of `users`; row b pools the items `pool_items[pool_rows == b]`. `id_keep`
         (0/1 per row) drops the ID embedding of some rows in training, so the history path
         alone also ranks well: that is all a new app user known by likes has (DropoutNet)."""
+        return self.pool(users, pool_rows, self.item_vectors(pool_items), id_keep)
+
+    def pool(
+        self,
+        users: torch.Tensor,
+        pool_rows: torch.Tensor,
+        pool_vectors: torch.Tensor,
+        id_keep: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """user_vectors from the pooled items' (unit) vectors, already looked up: a sampled
+        training step looks every video it touches up once (trainer/ml/tasks.py)."""
         dim = self.item_embedding.embedding_dim
         if self.user_embedding.num_embeddings:
             vectors = self.user_embedding(users)
@@ -94,33 +105,33 @@ class TwoTower(nn.Module):
                 vectors = vectors * id_keep.unsqueeze(1)
         else:
             vectors = torch.zeros(len(users), dim, device=users.device)
-        if self.use_history and len(pool_items):
-            total = torch.zeros_like(vectors).index_add(0, pool_rows, self.item_vectors(pool_items))
+        if self.use_history and len(pool_vectors):
+            total = torch.zeros_like(vectors).index_add(0, pool_rows, pool_vectors)
             count = torch.bincount(pool_rows, minlength=len(users)).clamp(min=1)
             vectors = vectors + total / count.unsqueeze(1).to(total.dtype)
         vectors = F.normalize(vectors, dim=-1)
         return torch.cat([torch.ones_like(vectors[:, :1]), vectors], dim=-1)
 
     @torch.no_grad()
-    def export(self, history: Csr, batch: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+    def export(
+        self, history: Csr, batch: int = 8192, users: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(user vectors over their whole train history, video vectors), float32 numpy, in the
-        published layout of the module doc."""
+        published layout of the module doc. With `users`, only those rows are computed (the
+        others stay zero): a selection epoch scores a sample of users, not all of them."""
         device = self.item_embedding.weight.device
-        parts = []
-        for start in range(0, self.n_users, batch):
-            stop = min(start + batch, self.n_users)
-            lo, hi = int(history.indptr[start]), int(history.indptr[stop])
-            rows = np.repeat(np.arange(stop - start), np.diff(history.indptr[start : stop + 1]))
-            parts.append(
-                self.user_vectors(
-                    torch.arange(start, stop, device=device),
-                    torch.as_tensor(rows, device=device),
-                    torch.as_tensor(history.indices[lo:hi], device=device),
-                )
-            )
+        wanted = np.arange(self.n_users) if users is None else np.asarray(users)
         dim = self.item_embedding.embedding_dim
-        users = torch.cat(parts) if parts else torch.zeros(0, dim + 1)
-        return publish_layout(users.cpu().numpy(), self.scoring_vectors().cpu().numpy())
+        vectors = torch.zeros(self.n_users, dim + 1)
+        for start in range(0, len(wanted), batch):
+            chunk = wanted[start : start + batch]
+            rows, positions = history.rows_of(chunk)
+            vectors[torch.as_tensor(chunk)] = self.user_vectors(
+                torch.as_tensor(chunk, device=device),
+                torch.as_tensor(rows, device=device),
+                torch.as_tensor(history.indices[positions], device=device),
+            ).cpu()
+        return publish_layout(vectors.numpy(), self.scoring_vectors().cpu().numpy())
 
 
 def publish_layout(users: np.ndarray, scoring: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -25,11 +25,22 @@ from trainer.ml.batches import UserBatch
 from trainer.ml.model import TwoTower
 
 
-def _user_vectors(model: TwoTower, batch: UserBatch, id_dropout: float) -> torch.Tensor:
-    keep = None
+def _id_keep(model: TwoTower, batch: UserBatch, id_dropout: float) -> torch.Tensor | None:
     if id_dropout > 0 and model.use_history and model.user_embedding.num_embeddings:
-        keep = (torch.rand(len(batch.users), device=batch.users.device) >= id_dropout).float()
+        return (torch.rand(len(batch.users), device=batch.users.device) >= id_dropout).float()
+    return None
+
+
+def _user_vectors(model: TwoTower, batch: UserBatch, id_dropout: float) -> torch.Tensor:
+    keep = _id_keep(model, batch, id_dropout)
     return model.user_vectors(batch.users, batch.input_rows, batch.input_items, keep)
+
+
+def _pooled_user_vectors(
+    model: TwoTower, batch: UserBatch, input_vectors: torch.Tensor, id_dropout: float
+) -> torch.Tensor:
+    keep = _id_keep(model, batch, id_dropout)
+    return model.pool(batch.users, batch.input_rows, input_vectors, keep)
 
 
 def sampling_distribution(item_counts: np.ndarray, power: float) -> torch.Tensor:
@@ -50,20 +61,31 @@ def softmax_loss(
     logq_correction: bool = True,
     id_dropout: float = 0.0,
 ) -> torch.Tensor:
-    user_vec = _user_vectors(model, batch, id_dropout)
     rows, targets = batch.target_rows, batch.target_items
     # Every train video of the user (pooled or target) is a positive, never a negative.
     own_rows = torch.cat([batch.input_rows, rows])
     own_items = torch.cat([batch.input_items, targets])
     if q is None:
+        user_vec = _user_vectors(model, batch, id_dropout)
         logits = user_vec @ model.scoring_vectors().T / temperature
         positive = logits[rows, targets]
         logits = logits.index_put((own_rows, own_items), logits.new_tensor(-torch.inf))
         denominator = torch.logsumexp(logits, dim=1)[rows]
     else:
         drawn = torch.multinomial(q, negatives, replacement=True, generator=generator).unique()
-        drawn = drawn.to(user_vec.device)
-        sampled = user_vec @ model.scoring_vectors(drawn).T / temperature
+        drawn = drawn.to(rows.device)
+        # Each video the step touches is looked up once: one sparse gradient row per video.
+        touched, where = torch.unique(
+            torch.cat([batch.input_items, targets, drawn]), return_inverse=True
+        )
+        vectors = model.scoring_vectors(touched)  # [bias, unit vector] per touched video
+        at_input, at_target, at_drawn = where.split(
+            [len(batch.input_items), len(targets), len(drawn)]
+        )
+        user_vec = _pooled_user_vectors(
+            model, batch, vectors.index_select(0, at_input)[:, 1:], id_dropout
+        )
+        sampled = user_vec @ vectors.index_select(0, at_drawn).T / temperature
         if logq_correction:  # log P(video is among the unique draws)
             q_drawn = q.to(user_vec.device)[drawn]
             sampled = sampled - torch.log(-torch.expm1(negatives * torch.log1p(-q_drawn)))
@@ -73,7 +95,8 @@ def softmax_loss(
         sampled = sampled.index_put(
             (own_rows[hit], slot[own_items[hit]]), sampled.new_tensor(-torch.inf)
         )
-        positive = (user_vec[rows] * model.scoring_vectors(targets)).sum(-1) / temperature
+        positive = (user_vec.index_select(0, rows) * vectors.index_select(0, at_target)).sum(-1)
+        positive = positive / temperature
         denominator = torch.logsumexp(sampled, dim=1)[rows]
     per_target = torch.logaddexp(denominator, positive) - positive
     return _weighted_mean(per_target, batch.target_weights)
