@@ -31,6 +31,12 @@ def _model(path: Path, payload: bytes) -> Path:
     return path
 
 
+def release(store, local_file: Path, version: str):  # noqa: ANN001, ANN201
+    """The store's part of a release, in the pipeline's order (embeddings go live between)."""
+    store.put_version(local_file, version)
+    return store.move_latest(local_file, version)
+
+
 @pytest.fixture
 def fake():
     with FakeSupabaseStorage(key=KEY) as server:
@@ -56,10 +62,10 @@ def store(fake: FakeSupabaseStorage, sleeps: list[float]):
 def test_local_publish_then_republish(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "models")
     assert store.list() == []
-    first = store.publish_versioned(_model(tmp_path / "a.safetensors", b"model one"), V1)
+    first = release(store, _model(tmp_path / "a.safetensors", b"model one"), V1)
     assert (first.versioned, first.latest) == (f"{V1}.safetensors", LATEST_NAME)
     assert first.sha256 == hashlib.sha256(b"model one").hexdigest()
-    store.publish_versioned(_model(tmp_path / "b.safetensors", b"model two"), V2)
+    release(store, _model(tmp_path / "b.safetensors", b"model two"), V2)
     assert store.list() == [f"{V1}.safetensors", f"{V2}.safetensors", LATEST_NAME]
     assert store.get(LATEST_NAME, tmp_path / "out" / "l.st").read_bytes() == b"model two"
     assert store.get(f"{V1}.safetensors", tmp_path / "v1.st").read_bytes() == b"model one"
@@ -70,8 +76,8 @@ def test_local_publish_then_republish(tmp_path: Path) -> None:
 
 def test_local_promote_rolls_latest_back(tmp_path: Path) -> None:
     store = LocalStore(tmp_path)
-    store.publish_versioned(_model(tmp_path / "a", b"one"), V1)
-    store.publish_versioned(_model(tmp_path / "b", b"two"), V2)
+    release(store, _model(tmp_path / "a", b"one"), V1)
+    release(store, _model(tmp_path / "b", b"two"), V2)
     store.promote(V1)
     assert (tmp_path / LATEST_NAME).read_bytes() == b"one"
     with pytest.raises(UserError, match="no stored model two_tower_209901010000"):
@@ -80,14 +86,14 @@ def test_local_promote_rolls_latest_back(tmp_path: Path) -> None:
 
 def test_local_failed_versioned_put_leaves_latest(tmp_path: Path, monkeypatch) -> None:
     store = LocalStore(tmp_path / "m")
-    store.publish_versioned(_model(tmp_path / "a", b"one"), V1)
+    release(store, _model(tmp_path / "a", b"one"), V1)
 
     def broken_replace(src, dst):
         raise OSError("disk full")
 
     monkeypatch.setattr("trainer.files.os.replace", broken_replace)
     with pytest.raises(UserError, match="disk full"):
-        store.publish_versioned(_model(tmp_path / "b", b"two"), V2)
+        release(store, _model(tmp_path / "b", b"two"), V2)
     monkeypatch.undo()
     assert (tmp_path / "m" / LATEST_NAME).read_bytes() == b"one"
     assert store.list() == [f"{V1}.safetensors", LATEST_NAME]  # temp file cleaned up
@@ -113,7 +119,7 @@ def test_first_publish_creates_bucket_and_stores_both(
 ) -> None:
     assert "models" not in fake.buckets
     assert store.list() == []  # no bucket yet: nothing stored, nothing created
-    published = store.publish_versioned(_model(tmp_path / "m", b"weights v1" * 100), V1)
+    published = release(store, _model(tmp_path / "m", b"weights v1" * 100), V1)
     assert fake.bucket_meta["models"]["public"] is False
     assert sorted(fake.buckets["models"]) == [f"{V1}.safetensors", LATEST_NAME]
     assert fake.sha256("models", LATEST_NAME) == published.sha256
@@ -134,8 +140,8 @@ def test_first_publish_creates_bucket_and_stores_both(
 def test_republish_upserts_latest(
     fake: FakeSupabaseStorage, store: SupabaseStore, tmp_path: Path
 ) -> None:
-    store.publish_versioned(_model(tmp_path / "a", b"one"), V1)
-    store.publish_versioned(_model(tmp_path / "b", b"two"), V2)
+    release(store, _model(tmp_path / "a", b"one"), V1)
+    release(store, _model(tmp_path / "b", b"two"), V2)
     assert fake.object_bytes("models", LATEST_NAME) == b"two"
     assert fake.object_bytes("models", f"{V1}.safetensors") == b"one"
     assert store.list() == [f"{V1}.safetensors", f"{V2}.safetensors", LATEST_NAME]
@@ -201,10 +207,10 @@ def test_retry_succeeds_after_injected_503s(
 def test_gives_up_after_too_many_503s_and_latest_is_untouched(
     fake: FakeSupabaseStorage, store: SupabaseStore, sleeps: list[float], tmp_path: Path
 ) -> None:
-    store.publish_versioned(_model(tmp_path / "a", b"one"), V1)
+    release(store, _model(tmp_path / "a", b"one"), V1)
     fake.fail_next(4, 503)
     with pytest.raises(UserError) as err:
-        store.publish_versioned(_model(tmp_path / "b", b"two"), V2)
+        release(store, _model(tmp_path / "b", b"two"), V2)
     message = str(err.value)
     assert f"upload {V2}.safetensors" in message and "after 4 attempts" in message
     assert "HTTP 503" in message and "try again later" in message
@@ -273,10 +279,10 @@ def test_server_down_is_a_clear_error(tmp_path: Path) -> None:
 def test_verification_mismatch_is_detected(
     fake: FakeSupabaseStorage, store: SupabaseStore, tmp_path: Path
 ) -> None:
-    store.publish_versioned(_model(tmp_path / "a", b"good model"), V1)
+    release(store, _model(tmp_path / "a", b"good model"), V1)
     fake.corrupt_next_upload()
     with pytest.raises(UserError, match="verification of .* failed") as err:
-        store.publish_versioned(_model(tmp_path / "b", b"new model"), V2)
+        release(store, _model(tmp_path / "b", b"new model"), V2)
     assert "not trustworthy" in str(err.value)
     # the damaged copy was the versioned one, so latest never moved
     assert fake.object_bytes("models", LATEST_NAME) == b"good model"
@@ -345,7 +351,7 @@ def test_store_from_env_reads_os_environ(tmp_path: Path, monkeypatch, fake) -> N
     monkeypatch.setenv("SUPABASE_SERVICE_ROLE_KEY", KEY)
     store = store_from_env(tmp_path)
     assert isinstance(store, SupabaseStore)
-    store.publish_versioned(_model(tmp_path / "m", b"m"), V1)
+    release(store, _model(tmp_path / "m", b"m"), V1)
     assert store.list() == [f"{V1}.safetensors", LATEST_NAME]
     store.close()
 
@@ -363,7 +369,7 @@ def test_list_pages_past_100_objects(
 
 
 def test_supabase_promote(fake: FakeSupabaseStorage, store: SupabaseStore, tmp_path: Path) -> None:
-    store.publish_versioned(_model(tmp_path / "a", b"one"), V1)
-    store.publish_versioned(_model(tmp_path / "b", b"two"), V2)
+    release(store, _model(tmp_path / "a", b"one"), V1)
+    release(store, _model(tmp_path / "b", b"two"), V2)
     store.promote(V1)
     assert fake.object_bytes("models", LATEST_NAME) == b"one"

@@ -36,10 +36,10 @@ from trainer.jobs.notify import notify
 from trainer.jobs.report import markdown_table, summary_text
 from trainer.jobs.training import (
     Trained,
-    publish_artifact,
     read_serving_tables,
     run_record,
     train_and_evaluate,
+    write_embeddings,
     write_latest,
     write_versioned,
 )
@@ -233,10 +233,10 @@ def publish(
     """(embeddings published?, error after they were). See the module doc for the order."""
     version = trained.artifact.version
     model_file = options.outputs.out_model.with_name(versioned_name(version))
-    store.put(model_file, versioned_name(version))  # 1. raises: nothing published
-    publish_artifact(warehouse, trained.artifact, serving)  # 2. one transaction
+    store.put_version(model_file, version)  # 1. raises: nothing published
+    write_embeddings(warehouse, trained.artifact, serving)  # 2. one transaction
     try:
-        store.put(model_file, LATEST_NAME)  # 3.
+        store.move_latest(model_file, version)  # 3.
     except Exception as exc:  # embeddings are live; say exactly what is not
         return True, f"embeddings published but {LATEST_NAME} was not moved: {exc}"
     return True, None

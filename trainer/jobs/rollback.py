@@ -17,7 +17,7 @@ from trainer.backends import Warehouse, connect
 from trainer.backends.profiles import load_target
 from trainer.backends.run_lock import run_lock
 from trainer.errors import UserError
-from trainer.jobs.training import publish_artifact
+from trainer.jobs.training import write_embeddings
 from trainer.ml.config import DEFAULT_STORE_ROOT
 from trainer.release.artifact import load_artifact
 from trainer.release.storage import sha256_file, store_from_env, versioned_name
@@ -45,7 +45,7 @@ def rollback(version: str, target: str | None, store_root: Path = DEFAULT_STORE_
                 f"{name} holds model version {artifact.version}, not {version}: nothing was "
                 "rolled back"
             )
-        publish_artifact(warehouse, artifact)
+        write_embeddings(warehouse, artifact)
         store.promote(version)
         warehouse.execute(
             "update model_runs set published = true where model_version = ?", (version,)

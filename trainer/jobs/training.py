@@ -134,7 +134,7 @@ def train_and_evaluate(
     return Trained(data, artifact, evaluations, result.epochs, timings, started_at)
 
 
-def publish_artifact(
+def write_embeddings(
     warehouse: Warehouse, artifact: ModelArtifact, serving: ServingTables | None = None
 ) -> None:
     """Replace the embedding tables with the artifact's vectors (one transaction)."""
@@ -198,7 +198,7 @@ def train_run(
     timings["write_files_seconds"] = time.perf_counter() - started
     if publish:
         started = time.perf_counter()
-        publish_artifact(warehouse, trained.artifact)
+        write_embeddings(warehouse, trained.artifact)
         timings["publish_seconds"] = time.perf_counter() - started
     notes = {"timings": timings, "epochs": trained.epochs, "command": "train"}
     warehouse.record_run(run_record(trained, target, published=publish, notes=notes))

@@ -63,12 +63,15 @@ unreviewed as (
 ),
 
 first_draws as (
+    -- A video drawn twice for one positive counts once, at its first draw. A group by (which
+    -- spills to disk at 10M reviews) rather than a second window over every draw.
     select
-        *,
-        row_number() over (
-            partition by user_id, positive_video_id, video_id order by draw
-        ) as copy_number
+        user_id,
+        positive_video_id,
+        video_id,
+        min(draw) as draw
     from unreviewed
+    group by user_id, positive_video_id, video_id
 ),
 
 numbered as (
@@ -80,7 +83,6 @@ numbered as (
             partition by user_id, positive_video_id order by draw
         ) as negative_rank
     from first_draws
-    where copy_number = 1
 )
 
 select

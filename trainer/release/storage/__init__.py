@@ -1,7 +1,10 @@
 """Model artifacts behind one small interface: a local folder (default) or Supabase Storage.
 
     store = store_from_env(Path("artifacts/models"))
-    store.publish_versioned(Path("artifacts/two_tower.safetensors"), "two_tower_202501050400")
+    version = "two_tower_202501050400"
+    store.put_version(Path(f"artifacts/{version}.safetensors"), version)
+    ...  # the embeddings go live
+    store.move_latest(Path(f"artifacts/{version}.safetensors"), version)
 
 The interface and naming rules live in `base`, the folder in `local`, Supabase Storage in
 `supabase` (its error reading in `supabase_errors`), the choice between them in `factory`; this

@@ -1,8 +1,10 @@
 """The artifact store interface and its naming rules, shared by every backend.
 
-`publish_versioned` stores `<version>.safetensors` first and `two_tower_latest.safetensors` only
-after that copy is safely stored (and, on Supabase, read back and verified), so `latest` never
-points at something that is not also kept under its version name.
+A release stores a model in two steps, in this order (trainer/jobs/pipeline.py: `publish`):
+`put_version` stores `<version>.safetensors` before the embeddings go live, and `move_latest`
+points `two_tower_latest.safetensors` at it after, only once that copy is safely stored (on
+Supabase, read back and verified), so `latest` never names something not also kept under its
+version name.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ def sha256_file(path: Path) -> str:
 
 @dataclass(frozen=True)
 class Published:
-    """What `publish_versioned` stored, in the order it stored them."""
+    """A stored model: its versioned name and `latest`, which now holds the same bytes."""
 
     versioned: str
     latest: str
@@ -89,19 +91,22 @@ class ArtifactStore(ABC):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def publish_versioned(self, local_file: Path, version: str) -> Published:
-        """Store `<version>.safetensors`, then `two_tower_latest.safetensors`.
-
-        `latest` moves only after the versioned copy is stored: if the first put fails, the
-        error propagates and `latest` is untouched.
-        """
+    def put_version(self, local_file: Path, version: str) -> str:
+        """Store `local_file` as `<version>.safetensors` (the release's first step); its name."""
         local_file = Path(local_file)
         if not local_file.is_file():
             raise UserError(f"model file to publish not found: {local_file}")
         name = versioned_name(version)
         self.put(local_file, name)
+        return name
+
+    def move_latest(self, local_file: Path, version: str) -> Published:
+        """Point `two_tower_latest.safetensors` at the stored `version` (the release's last step):
+        the same bytes, put under the latest name."""
+        local_file = Path(local_file)
+        name = versioned_name(version)
         self.put(local_file, LATEST_NAME)
-        log.info("published %s and %s to %s", name, LATEST_NAME, self.location)
+        log.info("%s is now %s in %s", LATEST_NAME, name, self.location)
         return Published(name, LATEST_NAME, local_file.stat().st_size, sha256_file(local_file))
 
     def promote(self, version: str) -> Published:
