@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import torch
 
 from benchmarks.peers import Fitted, fit_ease, fit_implicit
 from trainer.backends.duckdb import DuckDBWarehouse
@@ -104,14 +103,7 @@ def split_cold(splits: pl.DataFrame, fraction: float, likes: int, seed: int):
     return warm, cold
 
 
-def warm_up_torch() -> None:
-    """torch.optim imports torch._dynamo on first use (seconds, once per process): pay it
-    before any timer starts, as implicit's import is outside its fit time."""
-    torch.optim.Adam([torch.zeros(1, requires_grad=True)])
-
-
 def two_tower(warm: Dataset, seed: int, overrides: dict | None = None) -> Fitted:
-    warm_up_torch()
     started = time.perf_counter()
     result = select_and_fit(warm, TrainConfig(seed=seed, **(overrides or {})), progress=False)
     users, items = result.model.export(warm.train)

@@ -175,13 +175,6 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
         help="publish the selection model instead of refitting on all of train",
     )
     p.add_argument(
-        "--refit-epochs",
-        type=int,
-        default=DEFAULTS.refit_epochs,
-        help="epochs the chosen model continues on all of train",
-    )
-    p.add_argument("--refit-lr", type=float, default=DEFAULTS.refit_lr)
-    p.add_argument(
         "--no-item-bias",
         dest="item_bias",
         action="store_false",

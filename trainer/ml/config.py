@@ -32,9 +32,7 @@ class TrainConfig:
     id_dropout: float = 0.0  # with user_ids: share of batch users whose ID embedding is zeroed
     patience: int = 2  # epochs without a better tune NDCG@10 before stopping
     init: str = "svd"  # svd: item table from a truncated SVD of train; random: N(0, 0.1)
-    refit: bool = True  # then continue the chosen model on all of train (tune slice included)
-    refit_epochs: int = 1  # for this many epochs
-    refit_lr: float = 0.005  # at this step size
+    refit: bool = True  # retrain on all of train for the chosen number of epochs
     eval_users: int = 5_000  # users scored on the tune slice per selection epoch (at most)
     eval_scores: int = 20_000_000  # and at most this many user x video scores per epoch
     final_eval_users: int = 20_000  # users sampled for the final report and the gate (0: all)
