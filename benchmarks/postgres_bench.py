@@ -47,7 +47,6 @@ from trainer.backends.postgres import (
     connection_settings,
     ivfflat_lists,
     ivfflat_probes,
-    ivfflat_similar_probes,
 )
 from trainer.backends.profiles import Target, load_target
 from trainer.ingest.load import parse_reviews_csv
@@ -232,12 +231,12 @@ def main(argv: list[str] | None = None) -> int:
         r["raw binary COPY of the video vectors into a fresh table with a PK, vectors/s"] = (
             writeback.raw_copy_rate(pg, data.video_ids, items)
         )
-        lists = ivfflat_lists(data.n_items)
+        con = pg.con
+        lists = ivfflat_lists(con, data.n_items)
         r["ivfflat lists/probes recommend/probes similar"] = (
-            f"{lists}/{ivfflat_probes(lists)}/{ivfflat_similar_probes(lists)}"
+            f"{lists}/{ivfflat_probes(con, lists)}/{ivfflat_probes(con, lists, 'similar_videos')}"
         )
 
-        con = pg.con
         rng = np.random.default_rng(1)
         sample = [data.user_ids[i] for i in rng.choice(data.n_users, args.users, replace=False)]
         cold = [

@@ -89,7 +89,7 @@ def sweep(pg, data, items, users, sample, videos, k, r) -> None:
         "recommend": [("recommend_videos", (u,)) for u in sample],
         "similar": [("similar_videos", (v,)) for v in videos],
     }
-    lists = ivfflat_lists(data.n_items)
+    lists = ivfflat_lists(con, data.n_items)
     root = lists**0.5
     for probes in sorted({10, *(math.ceil(f * root) for f in (1, 2, 3, 4, 5, 6))}):
         probes = min(max(probes, 1), lists)

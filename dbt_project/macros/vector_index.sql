@@ -1,9 +1,11 @@
 {#- ANN indexes for the embedding tables (pgvector), rebuilt after every publish: ivfflat
     centroids are k-means of one embedding space, so an index built for last week's model
-    answers this week's queries badly. The Python publish (trainer/backends/postgres/ann.py) applies
-    the same rules inside its publish transaction (tests/dbt/test_models_postgres.py checks that both
-    give the same lists, probes, ef_search and memory; tests/backends/test_postgres_publish.py runs this
-    macro against a real Postgres).
+    answers this week's queries badly. The Python publish (trainer/backends/postgres/ann.py) does
+    the same inside its publish transaction; both take the sizing rules (lists, probes,
+    ef_search, build memory), the indexed dimensions and the active slot from the SQL functions
+    of sql/postgres/003_functions.sql (public.ann_*, public.embedding_slot), their one home, so
+    the two cannot disagree. tests/backends/test_postgres_publish.py runs this macro against a
+    real Postgres.
 
     dbt run-operation rebuild_vector_index --args '{relation: public.video_embeddings}' --target postgres
     dbt run-operation rebuild_vector_index --args '{relation: public.video_embeddings, method: hnsw}' --target postgres
@@ -13,51 +15,8 @@
 
     video_embeddings is a view: the index goes on the slot table it reads (video_embeddings_a
     or _b, sql/postgres/002_tables.sql), named after it. There the index is on the expression
-    the serving functions order by: the
-    first N dimensions, N read from recommend_videos (sql/postgres/003_functions.sql; the
-    published model's dimension, the rest of the column is zero padding). Other tables get
-    an index on the whole column. -#}
-
-{#- lists: rows / 1000 up to 1M rows, sqrt(rows) above; at least 10 (pgvector's guidance). -#}
-{% macro ivfflat_lists(rows) -%}
-    {%- set rows = rows | int -%}
-    {%- if rows <= 1000000 -%}
-        {%- set lists = (rows // 1000) -%}
-    {%- else -%}
-        {%- set lists = (rows ** 0.5) | int -%}
-    {%- endif -%}
-    {{- return([lists, 10] | max) -}}
-{%- endmacro %}
-
-{#- probes: lists searched per query. sqrt(lists) is pgvector's starting point. recommend_videos:
-    4 * sqrt(lists) (at least 10, at most lists) measured recall@10 0.96-0.98 against exact
-    search on trained two-tower embeddings at 107k videos (benchmarks/postgres_bench.py --sweep;
-    0.94-0.96 at 3 * sqrt, too close to the 0.95 target). similar_videos: 6 * sqrt(lists)
-    (item-to-item queries need more: 0.88-0.89 at 3x, 0.95-0.96 at 5x, 0.98 at 6x). Iterative
-    scans add probes when filters (reviewed videos) leave too few rows. -#}
-{% macro ivfflat_probes(lists, factor=4) -%}
-    {%- set lists = lists | int -%}
-    {%- set root = lists ** 0.5 -%}
-    {%- set probes = (factor * root) | round(0, 'ceil') | int -%}
-    {{- return([[probes, 10] | max, lists] | min) -}}
-{%- endmacro %}
-
-{% macro ivfflat_similar_probes(lists) -%}
-    {{- return(ivfflat_probes(lists, 6)) -}}
-{%- endmacro %}
-
-{#- hnsw.ef_search: candidates kept per query (recall@10 0.89 at 100, 0.95 at 200, 0.97 at 400
-    on the same embeddings). -#}
-{% macro hnsw_ef_search() -%}
-    {{- return(400) -}}
-{%- endmacro %}
-
-{#- maintenance_work_mem for the build, in MB: enough to hold the vectors (and the hnsw graph)
-    in memory, between 64 MB and 2 GB. -#}
-{% macro vector_index_memory_mb(rows, dim) -%}
-    {%- set needed = ((rows | int) * ((dim | int) * 4 + 256) * 2) // 1048576 + 1 -%}
-    {{- return([[needed, 64] | max, 2048] | min) -}}
-{%- endmacro %}
+    the serving functions order by: the first ann_dim() dimensions (the published model's; the
+    rest of the column is zero padding). Other tables get an index on the whole column. -#}
 
 {% macro rebuild_vector_index(relation, method='ivfflat', column='embedding') -%}
     {{ return(adapter.dispatch('rebuild_vector_index', 'reviews_two_tower')(relation, method, column)) }}
@@ -84,11 +43,7 @@
     {#- A view (video_embeddings: over the slot a publish filled) is indexed through the one
         table it reads. -#}
     {%- set table_name = run_query(
-        "select coalesce((select min(t.relname) from pg_rewrite as r join pg_depend as d"
-        ~ " on d.classid = 'pg_rewrite'::regclass and d.objid = r.oid join pg_class as t"
-        ~ " on t.oid = d.refobjid and t.relkind = 'r' and t.oid <> r.ev_class"
-        ~ " where r.ev_class = to_regclass('" ~ adapter.quote(schema_name) ~ '.'
-        ~ adapter.quote(named) ~ "')), '" ~ named ~ "')"
+        "select coalesce(public.embedding_slot('" ~ named ~ "'), '" ~ named ~ "')"
     ).columns[0].values()[0] -%}
     {%- set serving = named == 'video_embeddings' or table_name.startswith('video_embeddings_') -%}
     {%- set qualified = adapter.quote(schema_name) ~ '.' ~ adapter.quote(table_name) -%}
@@ -97,9 +52,7 @@
         "select count(*), (select format_type(atttypid, atttypmod) from pg_attribute"
         ~ " where attrelid = '" ~ qualified ~ "'::regclass and attname = '" ~ column ~ "')"
         ~ ", (select extnamespace::regnamespace::text from pg_extension where extname = 'vector')"
-        ~ ", (select substring(prosrc from 'subvector\\(e\\.embedding, 1, (\\d+)\\)') from pg_proc"
-        ~ " where oid = to_regprocedure('" ~ adapter.quote(schema_name)
-        ~ ".recommend_videos(text, integer)'))"
+        ~ ", public.ann_dim()"
         ~ " from " ~ qualified
     ) -%}
     {%- set rows = stats.columns[0].values()[0] | int -%}
@@ -112,15 +65,20 @@
     {%- else -%}
         {%- set indexed = adapter.quote(column) -%}
     {%- endif -%}
-    {%- set memory_mb = vector_index_memory_mb(rows, dim) -%}
+    {%- set rules = run_query(
+        "select public.ann_index_memory_mb(" ~ rows ~ ", " ~ dim ~ "), public.ann_ivfflat_lists("
+        ~ rows ~ "), public.ann_ivfflat_probes(public.ann_ivfflat_lists(" ~ rows ~ "), 4)"
+        ~ ", public.ann_ivfflat_probes(public.ann_ivfflat_lists(" ~ rows ~ "), 6)"
+        ~ ", public.ann_hnsw_ef_search()"
+    ) -%}
+    {%- set memory_mb = rules.columns[0].values()[0] | int -%}
     {%- if method == 'ivfflat' -%}
-        {%- set lists = ivfflat_lists(rows) -%}
-        {%- set with_clause = 'with (lists = ' ~ lists ~ ')' -%}
-        {%- set tuning = 'set ivfflat.probes = ' ~ ivfflat_probes(lists) -%}
-        {%- set similar_tuning = 'set ivfflat.probes = ' ~ ivfflat_similar_probes(lists) -%}
+        {%- set with_clause = 'with (lists = ' ~ (rules.columns[1].values()[0] | int) ~ ')' -%}
+        {%- set tuning = 'set ivfflat.probes = ' ~ (rules.columns[2].values()[0] | int) -%}
+        {%- set similar_tuning = 'set ivfflat.probes = ' ~ (rules.columns[3].values()[0] | int) -%}
     {%- else -%}
         {%- set with_clause = 'with (m = 16, ef_construction = 64)' -%}
-        {%- set tuning = 'set hnsw.ef_search = ' ~ hnsw_ef_search() -%}
+        {%- set tuning = 'set hnsw.ef_search = ' ~ (rules.columns[4].values()[0] | int) -%}
         {%- set similar_tuning = tuning -%}
     {%- endif -%}
     {% call statement('rebuild_vector_index', auto_begin=True) %}
@@ -137,6 +95,7 @@
         {%- if serving %}
         alter function {{ adapter.quote(schema_name) }}.recommend_videos(text, integer) {{ tuning }};
         alter function {{ adapter.quote(schema_name) }}.similar_videos(uuid, integer) {{ similar_tuning }};
+        alter function {{ adapter.quote(schema_name) }}.recommend_for_likes(uuid[], integer) {{ tuning }};
         {%- endif %}
         analyze {{ qualified }};
     {% endcall %}

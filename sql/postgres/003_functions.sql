@@ -13,10 +13,10 @@
 -- the dbt marts), so they also serve from a production database that holds no marts.
 --
 -- ANN settings travel with the functions (SET clauses): each publish rebuilds the index and
--- retunes ivfflat.probes on both functions in the same transaction (see
--- trainer/backends/postgres/ann.py:ivfflat_probes, ivfflat_similar_probes and the
--- rebuild_vector_index dbt macro); similar_videos gets more probes (item-to-item queries need
--- them for the same recall).
+-- retunes ivfflat.probes on the functions in the same transaction, by the rules below (the
+-- ann_* functions: their one home, called by the trainer's publish, trainer/backends/postgres/
+-- ann.py, and by the rebuild_vector_index dbt macro alike); similar_videos gets more probes
+-- (item-to-item queries need them for the same recall). Measurements: sql/postgres/README.md.
 --
 -- The ANN index is on the model's dimensions only: vectors are zero-padded to the column, so
 -- the cosine distance of the first {ann_dim} dimensions is the distance of the whole vectors,
@@ -29,6 +29,85 @@
 -- Iterative index scans (pgvector >= 0.8) keep returning rows until k survive the filters
 -- (already reviewed, the query video itself); plan_cache_mode = force_custom_plan plans each
 -- call with its real k, so the planner picks the ANN index instead of a sort of the table.
+
+-- ---------------------------------------------------------------------------------------------
+-- The ANN rules. Plain functions of their arguments (no table read); service_role only (004).
+
+-- ivfflat lists for a table of p_rows vectors: rows / 1000 up to 1M rows, sqrt(rows) above, at
+-- least 10 (pgvector's guidance).
+create or replace function public.ann_ivfflat_lists(p_rows bigint)
+returns integer
+language sql
+immutable
+set search_path = ''
+as $$
+    select greatest(
+        case when p_rows <= 1000000 then p_rows / 1000 else floor(sqrt(p_rows::float8)) end, 10
+    )::integer
+$$;
+
+-- ivfflat.probes for p_lists lists: ceil(p_factor * sqrt(lists)), at least 10, at most lists.
+-- pgvector starts at sqrt(lists); recommend_videos and recommend_for_likes take 4x (the least
+-- that keeps recall@10 against exact search above 0.95 with a margin over the variation between
+-- k-means builds), similar_videos 6x (item-to-item queries sit nearer the lists' borders).
+create or replace function public.ann_ivfflat_probes(p_lists integer, p_factor integer default 4)
+returns integer
+language sql
+immutable
+set search_path = ''
+as $$
+    select least(greatest(ceil(p_factor * sqrt(p_lists::float8))::integer, 10), p_lists)
+$$;
+
+-- hnsw.ef_search: candidates kept per query, for every serving function.
+create or replace function public.ann_hnsw_ef_search()
+returns integer
+language sql
+immutable
+set search_path = ''
+as $$ select 400 $$;
+
+-- maintenance_work_mem in MB for an index build: the vectors (and the hnsw graph) twice over,
+-- between 64 MB and 2 GB.
+create or replace function public.ann_index_memory_mb(p_rows bigint, p_dim integer)
+returns integer
+language sql
+immutable
+set search_path = ''
+as $$
+    select least(greatest(p_rows * (p_dim * 4 + 256) * 2 / 1048576 + 1, 64), 2048)::integer
+$$;
+
+-- The leading dimensions the ANN index is on and the serving functions below search: the
+-- published model's ({ann_dim}); re-created with them whenever these functions are.
+create or replace function public.ann_dim()
+returns integer
+language sql
+immutable
+set search_path = ''
+as $$ select {ann_dim} $$;
+
+-- The slot table a view (video_embeddings, user_embeddings) reads (002_tables.sql); null unless
+-- p_view is a view over exactly one of its two slots.
+create or replace function public.embedding_slot(p_view text)
+returns text
+language sql
+stable
+set search_path = ''
+as $$
+    select case when count(distinct t.relname) = 1 then min(t.relname::text) end
+    from pg_catalog.pg_rewrite as r
+    inner join pg_catalog.pg_depend as d
+        on d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass and d.objid = r.oid
+    inner join pg_catalog.pg_class as t
+        on t.oid = d.refobjid and t.relkind = 'r'
+    where
+        r.ev_class = pg_catalog.to_regclass('public.' || p_view)
+        and t.relname in (p_view || '_a', p_view || '_b')
+$$;
+
+-- ---------------------------------------------------------------------------------------------
+-- The serving functions.
 
 create or replace function public.recommend_videos(p_user_id text, k integer default 10)
 returns table (video_id uuid, product_url text, score double precision)

@@ -57,7 +57,14 @@ declare
         'public.recommend_videos(text, integer)', jsonb_build_array(),
         'public.recommend_for_me(integer)', jsonb_build_array('authenticated'),
         'public.similar_videos(uuid, integer)', jsonb_build_array('anon', 'authenticated'),
-        'public.recommend_for_likes(uuid[], integer)', jsonb_build_array('anon', 'authenticated')
+        'public.recommend_for_likes(uuid[], integer)', jsonb_build_array('anon', 'authenticated'),
+        -- the ANN rules (003): the trainer's and dbt's, not the app's
+        'public.ann_ivfflat_lists(bigint)', jsonb_build_array(),
+        'public.ann_ivfflat_probes(integer, integer)', jsonb_build_array(),
+        'public.ann_hnsw_ef_search()', jsonb_build_array(),
+        'public.ann_index_memory_mb(bigint, integer)', jsonb_build_array(),
+        'public.ann_dim()', jsonb_build_array(),
+        'public.embedding_slot(text)', jsonb_build_array()
     );
     -- the public tables the API roles read directly (nothing personal: videos and counts)
     readable text[] := array['popular_videos'];

@@ -25,13 +25,11 @@ from tests.support.serving_world import (
 )
 from trainer.backends.postgres import (
     ANN_INDEX_SUFFIX,
-    HNSW_EF_SEARCH,
     PostgresWarehouse,
-    active_slot_sql,
     ann_expression,
+    hnsw_ef_search,
     ivfflat_lists,
     ivfflat_probes,
-    ivfflat_similar_probes,
     other_slot,
 )
 from trainer.backends.postgres import slots as slots_module
@@ -44,7 +42,11 @@ DB = "publish_tests"
 
 def published_slot(con: psycopg.Connection, view: str = "video_embeddings") -> str:
     """The slot table the view reads."""
-    return con.execute(active_slot_sql(view)).fetchone()[0]
+    return con.execute("select public.embedding_slot(%s)", (view,)).fetchone()[0]
+
+
+def similar_probes(con: psycopg.Connection, lists: int) -> int:
+    return ivfflat_probes(con, lists, "similar_videos")
 
 
 def ann_index(con: psycopg.Connection) -> str:
@@ -60,8 +62,8 @@ def state(con: psycopg.Connection) -> dict:
         "model_version) from public.user_embeddings), (select count(*) from "
         "public.video_embeddings), (select count(*) from public.user_embeddings), "
         "(select md5(string_agg(video_id::text || embedding::text, ',' order by video_id)) "
-        "from public.video_embeddings), (select to_regclass('public.' || s.relname || %s)::oid "
-        f"from ({active_slot_sql()}) as s)",
+        "from public.video_embeddings), "
+        "to_regclass('public.' || public.embedding_slot('video_embeddings') || %s)::oid",
         (ANN_INDEX_SUFFIX,),
     ).fetchone()
     keys = ("video_versions", "user_versions", "videos", "users", "checksum", "index_oid")
@@ -468,8 +470,10 @@ def test_the_index_is_rebuilt_after_every_publish_with_lists_from_the_rule(world
     publish(world.wh, world, "i1", seed=14)
     with world.connect() as con:
         first = state(con)["index_oid"]
-        assert index_info(con) == ("ivfflat", {"lists": str(ivfflat_lists(N_VIDEOS))})
-        assert function_probes(con) == {f"ivfflat.probes={ivfflat_probes(ivfflat_lists(N_VIDEOS))}"}
+        assert index_info(con) == ("ivfflat", {"lists": str(ivfflat_lists(con, N_VIDEOS))})
+        assert function_probes(con) == {
+            f"ivfflat.probes={ivfflat_probes(con, ivfflat_lists(con, N_VIDEOS))}"
+        }
     publish(world.wh, world, "i2", seed=15)
     with world.connect() as con:
         assert state(con)["index_oid"] != first
@@ -487,14 +491,14 @@ def test_similar_videos_gets_its_own_probes_and_the_index_is_on_the_model_dims(
     where both reach lists; 42 and 63 at the benchmark's 107 lists). The index covers the
     model's 32 dimensions of the vector(256) column and the functions order by exactly its
     expression; a model of another dimension re-creates both, in the publish's transaction."""
-    assert (ivfflat_probes(107), ivfflat_similar_probes(107)) == (42, 63)
-    assert ivfflat_similar_probes(2000) > ivfflat_probes(2000) > 10
     publish(world.wh, world, "d1", seed=23)
     with world.connect() as con:
-        lists = ivfflat_lists(N_VIDEOS)
+        assert (ivfflat_probes(con, 107), similar_probes(con, 107)) == (42, 63)
+        assert similar_probes(con, 2000) > ivfflat_probes(con, 2000) > 10
+        lists = ivfflat_lists(con, N_VIDEOS)
         assert probes_by_function(con) == {
-            "recommend_videos": f"ivfflat.probes={ivfflat_probes(lists)}",
-            "similar_videos": f"ivfflat.probes={ivfflat_similar_probes(lists)}",
+            "recommend_videos": f"ivfflat.probes={ivfflat_probes(con, lists)}",
+            "similar_videos": f"ivfflat.probes={similar_probes(con, lists)}",
         }
         assert_index_matches_functions(con, MODEL_DIM)
     try:
@@ -542,7 +546,7 @@ def test_lists_follow_the_row_count(world: World) -> None:
         publish(world.wh, world, "big", seed=16, videos=world.video_ids + extra, dim=8)
         with world.connect() as con:
             assert index_info(con) == ("ivfflat", {"lists": "12"})
-            assert function_probes(con) == {f"ivfflat.probes={ivfflat_probes(12)}"}
+            assert function_probes(con) == {f"ivfflat.probes={ivfflat_probes(con, 12)}"}
     finally:
         publish(world.wh, world, "i3", seed=17)
         with world.connect() as con:
@@ -570,7 +574,7 @@ def test_hnsw_index_method(world: World, monkeypatch: pytest.MonkeyPatch) -> Non
             config = con.execute(
                 "select proconfig from pg_proc where proname = 'recommend_videos'"
             ).fetchone()[0]
-            assert f"hnsw.ef_search={HNSW_EF_SEARCH}" in config
+            assert f"hnsw.ef_search={hnsw_ef_search(con)}" in config
         assert wh.recommend(world.user_ids[1], 5)
     finally:
         wh.close()
@@ -599,11 +603,11 @@ def test_dbt_macro_rebuilds_the_index_the_same_way(
     with world.connect() as con:
         s = state(con)
         assert s["index_oid"] != before
-        assert index_info(con) == ("ivfflat", {"lists": str(ivfflat_lists(s["videos"]))})
-        lists = ivfflat_lists(s["videos"])
+        assert index_info(con) == ("ivfflat", {"lists": str(ivfflat_lists(con, s["videos"]))})
+        lists = ivfflat_lists(con, s["videos"])
         assert probes_by_function(con) == {
-            "recommend_videos": f"ivfflat.probes={ivfflat_probes(lists)}",
-            "similar_videos": f"ivfflat.probes={ivfflat_similar_probes(lists)}",
+            "recommend_videos": f"ivfflat.probes={ivfflat_probes(con, lists)}",
+            "similar_videos": f"ivfflat.probes={similar_probes(con, lists)}",
         }
         assert_index_matches_functions(con, MODEL_DIM)
     assert world.wh.recommend(world.user_ids[2], 3)

@@ -9,12 +9,13 @@ import pytest
 from tests.support.pg_server import PgServer
 from trainer.backends.postgres import (
     PostgresWarehouse,
-    active_slot_sql,
     connection_settings,
     render_migrations,
 )
 from trainer.backends.profiles import Target, load_target
 from trainer.errors import UserError
+
+SLOT = "select public.embedding_slot(%s)"  # the slot a view reads (003_functions.sql)
 
 
 def _warehouse() -> PostgresWarehouse:
@@ -97,7 +98,7 @@ def test_migrations_create_the_app_schema(migrated: PgServer) -> None:
             "select c.relkind::text, c.reloptions, pg_get_viewdef(c.oid) from pg_class as c "
             "where c.oid = 'public.video_embeddings'::regclass"
         ).fetchone()[:2] == ("v", ["security_invoker=true"])
-        assert con.execute(active_slot_sql()).fetchall() == [("video_embeddings_a",)]
+        assert con.execute(SLOT, ("video_embeddings",)).fetchall() == [("video_embeddings_a",)]
         fk = con.execute(
             "select confdeltype from pg_constraint where contype = 'f' "
             "and conrelid = 'public.video_embeddings_a'::regclass "
@@ -197,7 +198,7 @@ def test_an_install_from_before_the_slots_keeps_its_vectors(pg_env: PgServer) ->
         warehouse.ensure_app_schema()
     with pg_env.connect("schema_before_slots") as con:
         before = _catalog_snapshot(con)
-        assert con.execute(active_slot_sql()).fetchall() == [("video_embeddings_a",)]
+        assert con.execute(SLOT, ("video_embeddings",)).fetchall() == [("video_embeddings_a",)]
         assert con.execute(
             "select video_id::text, model_version from public.video_embeddings"
         ).fetchall() == [(video, "old")]
@@ -219,9 +220,7 @@ def test_an_install_from_before_the_slots_keeps_its_vectors(pg_env: PgServer) ->
         assert con.execute(
             "select policyname from pg_policies where tablename = 'video_embeddings_a'"
         ).fetchall() == [("service_role_write",)]
-        assert con.execute(active_slot_sql("user_embeddings")).fetchall() == [
-            ("user_embeddings_a",)
-        ]
+        assert con.execute(SLOT, ("user_embeddings",)).fetchall() == [("user_embeddings_a",)]
         assert con.execute(
             "select user_id, model_version from public.user_embeddings"
         ).fetchall() == [("u0", "old")]
@@ -237,13 +236,11 @@ def test_an_install_from_before_the_slots_keeps_its_vectors(pg_env: PgServer) ->
         warehouse.publish_embeddings(([video], vector), (["u1"], vector), "new")
         assert [r.video_id for r in warehouse.similar(video, 3)] == []  # the only video
     with pg_env.connect("schema_before_slots") as con:
-        assert con.execute(active_slot_sql()).fetchall() == [("video_embeddings_b",)]
+        assert con.execute(SLOT, ("video_embeddings",)).fetchall() == [("video_embeddings_b",)]
         assert con.execute("select model_version from public.video_embeddings").fetchall() == [
             ("new",)
         ]
-        assert con.execute(active_slot_sql("user_embeddings")).fetchall() == [
-            ("user_embeddings_b",)
-        ]
+        assert con.execute(SLOT, ("user_embeddings",)).fetchall() == [("user_embeddings_b",)]
         assert con.execute(
             "select (select count(*) from public.video_embeddings_a), "
             "(select count(*) from public.user_embeddings_a)"

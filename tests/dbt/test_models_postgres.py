@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import re
-import subprocess
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,19 +14,12 @@ from polars.testing import assert_frame_equal
 from tests.support.pg_server import PgServer
 from trainer.backends.base import RawLoad
 from trainer.backends.duckdb import DuckDBWarehouse
-from trainer.backends.postgres import (
-    HNSW_EF_SEARCH,
-    PostgresWarehouse,
-    ivfflat_lists,
-    ivfflat_probes,
-    ivfflat_similar_probes,
-    vector_index_memory_mb,
-)
+from trainer.backends.postgres import PostgresWarehouse
 from trainer.backends.profiles import Target, load_target
 from trainer.ingest.load import load_reviews
 from trainer.ingest.synth import SynthConfig, write_synthetic_csv
 from trainer.ml.data import read_dataset
-from trainer.transform.dbt import dbt_command, dbt_env, run_dbt
+from trainer.transform.dbt import run_dbt
 
 # The app's tables are in `public` on Postgres, the marts in PGSCHEMA (recsys).
 PG_VARS: dict = {}  # app tables default to public on Postgres (see _sources.yml)
@@ -244,40 +236,31 @@ def test_duckdb_and_postgres_give_identical_marts(built: Built, table: str) -> N
     assert_frame_equal(duck, pg, check_dtypes=False)
 
 
-# -- the vector index rule: dbt macro and Python agree --------------------------------------
-def test_ivfflat_rule_is_the_same_in_dbt_and_python(built: Built) -> None:
+# -- the vector index rules: SQL functions that the publish and the dbt macro both call ---------
+def test_the_ann_rules_are_sql_functions_with_the_documented_values(built: Built) -> None:
     rows = [0, 1, 999, 5_000, 10_999, 11_000, 123_456, 999_999, 1_000_000, 1_000_001, 4_000_000]
-    inline = (
-        "{% for r in " + str(rows) + " %}RULE:{{ r }}:{{ ivfflat_lists(r) }}:"
-        "{{ ivfflat_probes(ivfflat_lists(r)) }}:{{ ivfflat_similar_probes(ivfflat_lists(r)) }}:"
-        "{{ vector_index_memory_mb(r, 256) }};{% endfor %}EF:{{ hnsw_ef_search() }};"
+    selects = ", ".join(
+        f"public.ann_ivfflat_lists({r}) as l{i}, "
+        f"public.ann_ivfflat_probes(public.ann_ivfflat_lists({r})) as p{i}, "
+        f"public.ann_ivfflat_probes(public.ann_ivfflat_lists({r}), 6) as s{i}, "
+        f"public.ann_index_memory_mb({r}, 256) as m{i}"
+        for i, r in enumerate(rows)
     )
-    result = subprocess.run(
-        dbt_command(built.pg_target, "compile", "--inline", inline),
-        env=dbt_env(built.pg_target),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    found = {
-        int(r): (int(lists), int(probes), int(similar), int(memory))
-        for r, lists, probes, similar, memory in re.findall(
-            r"RULE:(\d+):(\d+):(\d+):(\d+):(\d+);", result.stdout
-        )
-    }
-    expected = {
-        r: (
-            ivfflat_lists(r),
-            ivfflat_probes(ivfflat_lists(r)),
-            ivfflat_similar_probes(ivfflat_lists(r)),
-            vector_index_memory_mb(r, 256),
-        )
-        for r in rows
-    }
-    assert found == expected
-    assert f"EF:{HNSW_EF_SEARCH};" in result.stdout
-    assert expected[0][0] == 10 and expected[123_456][0] == 123 and expected[4_000_000][0] == 2000
+    found = built.pg.read(f"select {selects}, public.ann_hnsw_ef_search() as ef").row(0, named=True)
+
+    def lists(r: int) -> int:  # sql/postgres/003_functions.sql, in words: rows / 1000 up to 1M
+        return max(r // 1000 if r <= 1_000_000 else math.isqrt(r), 10)
+
+    def probes(n: int, factor: int) -> int:  # ceil(factor * sqrt(lists)), within [10, lists]
+        return min(max(math.ceil(factor * math.sqrt(n)), 10), n)
+
+    for i, r in enumerate(rows):
+        assert found[f"l{i}"] == lists(r), r
+        assert (found[f"p{i}"], found[f"s{i}"]) == (probes(lists(r), 4), probes(lists(r), 6)), r
+        assert found[f"m{i}"] == min(max(r * (256 * 4 + 256) * 2 // 1_048_576 + 1, 64), 2048), r
+    assert found["ef"] == 400
+    assert (found["l0"], found["l6"], found["l10"]) == (10, 123, 2000)
+    assert (probes(107, 4), probes(107, 6)) == (42, 63)  # the README's 107 lists
 
 
 # (last: it changes what quality_summary reports)

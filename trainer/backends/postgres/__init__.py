@@ -23,12 +23,11 @@ One job per module:
 from __future__ import annotations
 
 from trainer.backends.postgres.ann import (
-    HNSW_EF_SEARCH,
     MAX_INDEXED_DIM,
     ann_expression,
+    hnsw_ef_search,
     ivfflat_lists,
     ivfflat_probes,
-    ivfflat_similar_probes,
     vector_index_memory_mb,
 )
 from trainer.backends.postgres.connection import (
@@ -47,7 +46,7 @@ from trainer.backends.postgres.layout import (
 )
 from trainer.backends.postgres.migrations import MIGRATE_LOCK_KEY, render_migrations
 from trainer.backends.postgres.publish import PUBLISH_LOCK_KEY
-from trainer.backends.postgres.slots import active_slot_sql, other_slot
+from trainer.backends.postgres.slots import active_slot, other_slot
 from trainer.backends.postgres.warehouse import PostgresWarehouse
 from trainer.backends.postgres.wire import binary_copy_blocks, uuid_bytes
 
@@ -59,7 +58,6 @@ __all__ = [
     "APP_SCHEMA",
     "ConnectionSettings",
     "EMBEDDING_TABLES",
-    "HNSW_EF_SEARCH",
     "MAX_INDEXED_DIM",
     "MIGRATE_LOCK_KEY",
     "POOLER_PORT",
@@ -68,13 +66,13 @@ __all__ = [
     "RAW_SCHEMA",
     "SERVING_FUNCTIONS",
     "SQL_DIR",
-    "active_slot_sql",
+    "active_slot",
     "ann_expression",
     "binary_copy_blocks",
     "connection_settings",
+    "hnsw_ef_search",
     "ivfflat_lists",
     "ivfflat_probes",
-    "ivfflat_similar_probes",
     "other_slot",
     "render_migrations",
     "uuid_bytes",

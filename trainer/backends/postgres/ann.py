@@ -1,15 +1,16 @@
-"""The ANN index: its rules, its build on a slot, and the serving functions' search settings.
+"""The ANN index: its build on a slot, and the serving functions' search settings.
 
-The rules are mirrored by dbt_project/macros/vector_index.sql. The index is on the first
-ann_dim (the model's) dimensions of the zero-padded column, and the serving functions order by
-exactly that expression (ann_expression).
+The sizing rules (lists, probes, ef_search, build memory), the indexed dimensions and the active
+slot are SQL functions of sql/postgres/003_functions.sql, their one home: this module and the
+rebuild_vector_index dbt macro both ask the database. The index is on the first ann_dim (the
+model's) dimensions of the zero-padded column, and the serving functions order by exactly that
+expression (ann_expression).
 """
 
 from __future__ import annotations
 
-import math
-import re
 from dataclasses import dataclass
+from typing import Literal
 
 import psycopg
 
@@ -23,9 +24,9 @@ from trainer.backends.postgres.migrations import column_dim, render_migrations
 from trainer.backends.postgres.slots import active_slot, bounded
 
 MAX_INDEXED_DIM = 2000  # pgvector's ivfflat/hnsw limit for the vector type
-# hnsw.ef_search: recall@10 on the same embeddings 0.80 at 40, 0.89 at 100, 0.95 at 200,
-# 0.97 at 400 (p50 7 ms).
-HNSW_EF_SEARCH = 400
+IndexMethod = Literal["ivfflat", "hnsw"]
+# ann_ivfflat_probes' factor per serving function: similar_videos' item-to-item queries need more.
+PROBE_FACTORS = {"recommend_videos": 4, "similar_videos": 6, "recommend_for_likes": 4}
 
 
 @dataclass(frozen=True)
@@ -33,43 +34,34 @@ class IndexSettings:
     """What an index build needs to know beyond the database: read at each call, since a
     warehouse's index method may be changed and its vector schema is found by a migration."""
 
-    method: str  # ivfflat or hnsw
+    method: IndexMethod
     marts_schema: str  # the serving functions are rendered with it
     vector_schema: str | None  # where pgvector is installed
 
 
-# -- ANN index rules (mirrored by dbt_project/macros/vector_index.sql) --------------------------
-def ivfflat_lists(rows: int) -> int:
-    """rows / 1000 up to 1M rows, sqrt(rows) above; at least 10."""
-    lists = rows // 1000 if rows <= 1_000_000 else int(rows**0.5)
-    return max(lists, 10)
+# -- the rules, asked of the database (sql/postgres/003_functions.sql) -------------------------
+Sql = psycopg.Cursor | psycopg.Connection  # either runs a statement
 
 
-# On trained two-tower embeddings at 107k videos (107 lists; benchmarks/postgres_bench.py
-# --sweep), recall@10 of recommend_videos against exact search was 0.92-0.94 at 2x sqrt,
-# 0.94-0.96 at 3x (k-means sampling moves it by about 0.01 between builds), 0.96-0.98 at 4x,
-# 0.98 at 5x.
-def ivfflat_probes(lists: int) -> int:
-    """recommend_videos' probes: 4 * sqrt(lists) rounded up, at least 10 and at most lists.
-
-    pgvector suggests sqrt(lists) as a start; 4x is the least that keeps recall@10 against
-    exact search above the 0.95 target with a margin over the variation between k-means builds
-    (sql/postgres/README.md)."""
-    return _probes(4, lists)
+def _rule(cur: Sql, function: str, *args: int) -> int:
+    placeholders = ", ".join(["%s"] * len(args))
+    return int(cur.execute(f"select {APP_SCHEMA}.{function}({placeholders})", args).fetchone()[0])
 
 
-# At 107 lists recall@10 of similar_videos was 0.88-0.89 at 3x sqrt, 0.93 at 4x, 0.95-0.96 at
-# 5x, 0.98 at 6x.
-def ivfflat_similar_probes(lists: int) -> int:
-    """similar_videos' probes: 6 * sqrt(lists) rounded up, at least 10 and at most lists.
-
-    Item-to-item queries are harder for ivfflat than user queries (a video's neighbours sit
-    near the borders of its list more often): they need more probes for the same recall."""
-    return _probes(6, lists)
+def ivfflat_lists(cur: Sql, rows: int) -> int:
+    return _rule(cur, "ann_ivfflat_lists", rows)
 
 
-def _probes(factor: int, lists: int) -> int:
-    return min(max(math.ceil(factor * lists**0.5), 10), lists)
+def ivfflat_probes(cur: Sql, lists: int, function: str = "recommend_videos") -> int:
+    return _rule(cur, "ann_ivfflat_probes", lists, PROBE_FACTORS[function])
+
+
+def hnsw_ef_search(cur: Sql) -> int:
+    return _rule(cur, "ann_hnsw_ef_search")
+
+
+def vector_index_memory_mb(cur: Sql, rows: int, dim: int) -> int:
+    return _rule(cur, "ann_index_memory_mb", rows, dim)
 
 
 def ann_expression(column: str, ann_dim: int, vector_schema: str) -> str:
@@ -79,12 +71,6 @@ def ann_expression(column: str, ann_dim: int, vector_schema: str) -> str:
         f"{vector_schema}.subvector({column}, 1, {int(ann_dim)})"
         f"::{vector_schema}.vector({int(ann_dim)})"
     )
-
-
-def vector_index_memory_mb(rows: int, dim: int) -> int:
-    """maintenance_work_mem for an index build: the vectors (and graph) twice over, 64 MB-2 GB."""
-    needed = rows * (dim * 4 + 256) * 2 // 1_048_576 + 1
-    return min(max(needed, 64), 2048)
 
 
 # -- the index on the slots ---------------------------------------------------------------------
@@ -164,10 +150,10 @@ def create_ann_index(
     dim = column_dim(cur, slot)
     cur.execute(
         "select set_config('maintenance_work_mem', %s, true)",
-        (f"{vector_index_memory_mb(rows, dim)}MB",),
+        (f"{vector_index_memory_mb(cur, rows, dim)}MB",),
     )
     if index.method == "ivfflat":
-        options = f"with (lists = {ivfflat_lists(rows)})"
+        options = f"with (lists = {ivfflat_lists(cur, rows)})"
     else:
         options = "with (m = 16, ef_construction = 64)"  # pgvector's defaults
     cur.execute(f"drop index if exists {APP_SCHEMA}.{name}")
@@ -190,16 +176,14 @@ def tune_functions(cur: psycopg.Cursor) -> None:
     row = cur.fetchone()
     if row is None:
         return
-    recommend, similar, likes = SERVING_FUNCTIONS
     if row[0] == "ivfflat":
         lists = ann_index_lists(cur) or 100
         settings = {  # a visitor's likes make a user query: recommend_videos' probes
-            recommend: f"ivfflat.probes = {ivfflat_probes(lists)}",
-            similar: f"ivfflat.probes = {ivfflat_similar_probes(lists)}",
-            likes: f"ivfflat.probes = {ivfflat_probes(lists)}",
+            f: f"ivfflat.probes = {ivfflat_probes(cur, lists, f.split('(')[0])}"
+            for f in SERVING_FUNCTIONS
         }
     else:
-        settings = dict.fromkeys(SERVING_FUNCTIONS, f"hnsw.ef_search = {HNSW_EF_SEARCH}")
+        settings = dict.fromkeys(SERVING_FUNCTIONS, f"hnsw.ef_search = {hnsw_ef_search(cur)}")
     if not _owns_functions(cur):
         return  # not the functions' owner: they keep the migration's settings
     for function, setting in settings.items():
@@ -216,21 +200,18 @@ def _owns_functions(cur: psycopg.Cursor) -> bool:
 
 
 def function_ann_dim(cur: psycopg.Cursor) -> int | None:
-    """The dimensions recommend_videos searches (None: no function, or an older one)."""
-    cur.execute(
-        r"select substring(p.prosrc from 'subvector\(e\.embedding, 1, (\d+)\)') "
-        "from pg_proc as p where p.oid = to_regprocedure(%s)",
-        (f"{APP_SCHEMA}.{SERVING_FUNCTIONS[0]}",),
-    )
-    row = cur.fetchone()
-    return int(row[0]) if row and row[0] else None
+    """The dimensions the serving functions search (None: not migrated, or by a version that
+    predates ann_dim())."""
+    cur.execute(f"select to_regprocedure('{APP_SCHEMA}.ann_dim()') is not null")
+    if not cur.fetchone()[0]:
+        return None
+    return _rule(cur, "ann_dim")
 
 
-def index_ann_dim(cur: psycopg.Cursor) -> int | None:
-    """The dimensions the ANN index is on (None: no index; 0: not a subvector index)."""
+def index_on(cur: psycopg.Cursor, ann_dim: int, vector_schema: str) -> bool | None:
+    """Whether the published slot's ANN index is on ann_expression(ann_dim) (None: no index)."""
     cur.execute("select pg_get_indexdef(to_regclass(%s))", (f"{APP_SCHEMA}.{ann_index(cur)}",))
     row = cur.fetchone()
     if row is None or row[0] is None:
         return None
-    match = re.search(r"subvector\(embedding, 1, (\d+)\)", row[0])
-    return int(match.group(1)) if match else 0
+    return f"subvector(embedding, 1, {int(ann_dim)})" in row[0]

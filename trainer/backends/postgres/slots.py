@@ -48,27 +48,17 @@ def other_slot(slot: str) -> str:
     return f"{table}_{'b' if letter == 'a' else 'a'}"
 
 
-def active_slot_sql(table: str = ANN_TABLE) -> str:
-    """A query for the slot the view `table` reads (one row when the schema is migrated)."""
-    a, b = slots(table)
-    return (
-        "select distinct t.relname from pg_rewrite as r "
-        "join pg_depend as d on d.classid = 'pg_rewrite'::regclass and d.objid = r.oid "
-        "join pg_class as t on t.oid = d.refobjid and t.relkind = 'r' "
-        f"where r.ev_class = to_regclass('{APP_SCHEMA}.{table}') and t.relname in ('{a}', '{b}')"
-    )
-
-
 def active_slot(cur: psycopg.Cursor, table: str = ANN_TABLE) -> str:
-    """The slot table that the view `table` reads."""
-    cur.execute(active_slot_sql(table))
-    rows = cur.fetchall()
-    if len(rows) != 1:
+    """The slot table that the view `table` reads (public.embedding_slot, 003_functions.sql:
+    the rule the dbt macro uses too)."""
+    cur.execute(f"select {APP_SCHEMA}.embedding_slot(%s)", (table,))
+    slot = cur.fetchone()[0]
+    if slot is None:
         raise UserError(
             f"{APP_SCHEMA}.{table} is not a view over one of {', '.join(slots(table))}: "
             "run `python -m trainer migrate --target postgres` first"
         )
-    return rows[0][0]
+    return slot
 
 
 def foreign_key(cur: psycopg.Cursor, slot: str) -> str | None:

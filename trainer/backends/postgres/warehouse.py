@@ -135,7 +135,7 @@ class PostgresWarehouse(Warehouse):
             rendered = migrations.render_migrations(column_dim, self.schema, vector_schema, ann_dim)
             migrations.apply_migrations(cur, rendered[1:])
             self._vector_schema = vector_schema
-            if ann.index_ann_dim(cur) not in (None, ann_dim):
+            if ann.index_on(cur, ann_dim, vector_schema) is False:
                 # an index the functions cannot use (e.g. on the whole column, from before
                 # the index was on the model's dimensions): rebuild it to match
                 ann.rebuild_ann_index(cur, ann_dim, self._index())
