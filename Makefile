@@ -11,7 +11,7 @@ BENCH_REVIEWS ?= 1000000
 QUALITY_CSV ?=
 QUALITY_SYNTH ?= --synth longtail:100000 --synth dense:300000
 
-.PHONY: install demo build test lint bench bench-quality figures clean
+.PHONY: install demo build docs test lint bench bench-quality figures clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ demo: install
 ## dbt build on the default target (DuckDB) after `python -m trainer load CSV`.
 build: install
 	$(DBT) build $(DBT_ARGS)
+
+## The data dictionary (dbt docs: models, columns, sources, exposures) after `make demo`.
+docs: install
+	$(DBT) docs generate $(DBT_ARGS)
 
 lint: install
 	$(BIN)/ruff check trainer tests benchmarks
