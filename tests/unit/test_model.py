@@ -56,6 +56,20 @@ def test_published_cosine_ranks_exactly_as_the_model_scores() -> None:
     assert not np.array_equal(np.argsort(-raw_cosine, axis=1), np.argsort(-model_scores, axis=1))
 
 
+def test_exporting_some_users_gives_their_full_export_rows() -> None:
+    """A selection epoch scores a sample of users: their vectors must be what the full export
+    (the published one) gives them, whatever the batch boundaries."""
+    model = _trained_like_model()
+    rng = np.random.default_rng(0)
+    history = Csr.from_pairs(rng.integers(0, 30, 200), rng.integers(0, 40, 200), 30)
+    full_users, full_videos = model.export(history)
+    some = np.array([2, 3, 17, 29])
+    users, videos = model.export(history, batch=3, users=some)
+    assert np.allclose(users[some], full_users[some], atol=1e-6)
+    assert np.array_equal(videos, full_videos)
+    assert not users[np.setdiff1d(np.arange(30), some)].any()  # the others are not computed
+
+
 def test_a_user_folded_in_from_likes_is_the_user_tower_on_those_likes() -> None:
     model = _trained_like_model()
     with torch.no_grad():

@@ -30,7 +30,7 @@ class TrainConfig:
     history_pooling: bool = True  # user = mean of the user's train videos' vectors (+ ID)
     user_ids: bool = False  # add a learned per-user ID embedding to the user tower
     id_dropout: float = 0.0  # with user_ids: share of batch users whose ID embedding is zeroed
-    patience: int = 2  # epochs without a better tune NDCG@10 before stopping
+    patience: int = 3  # epochs without a better tune NDCG@10 before stopping
     init: str = "svd"  # svd: item table from a truncated SVD of train; random: N(0, 0.1)
     refit: bool = True  # retrain on all of train for the chosen number of epochs
     eval_users: int = 5_000  # users scored on the tune slice per selection epoch (at most)
