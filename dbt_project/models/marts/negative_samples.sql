@@ -63,15 +63,12 @@ unreviewed as (
 ),
 
 first_draws as (
-    -- A video drawn twice for one positive counts once, at its first draw. A group by (which
-    -- spills to disk at 10M reviews) rather than a second window over every draw.
     select
-        user_id,
-        positive_video_id,
-        video_id,
-        min(draw) as draw
+        *,
+        row_number() over (
+            partition by user_id, positive_video_id, video_id order by draw
+        ) as copy_number
     from unreviewed
-    group by user_id, positive_video_id, video_id
 ),
 
 numbered as (
@@ -83,6 +80,7 @@ numbered as (
             partition by user_id, positive_video_id order by draw
         ) as negative_rank
     from first_draws
+    where copy_number = 1
 )
 
 select
