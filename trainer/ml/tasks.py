@@ -25,21 +25,14 @@ from trainer.ml.batches import UserBatch
 from trainer.ml.model import TwoTower
 
 
-def _id_keep(model: TwoTower, batch: UserBatch, id_dropout: float) -> torch.Tensor | None:
-    if id_dropout > 0 and model.use_history and model.user_embedding.num_embeddings:
-        return (torch.rand(len(batch.users), device=batch.users.device) >= id_dropout).float()
-    return None
-
-
-def _user_vectors(model: TwoTower, batch: UserBatch, id_dropout: float) -> torch.Tensor:
-    keep = _id_keep(model, batch, id_dropout)
-    return model.user_vectors(batch.users, batch.input_rows, batch.input_items, keep)
-
-
-def _pooled_user_vectors(
+def _user_vectors(
     model: TwoTower, batch: UserBatch, input_vectors: torch.Tensor, id_dropout: float
 ) -> torch.Tensor:
-    keep = _id_keep(model, batch, id_dropout)
+    """The batch's user tower from its pooled videos' (looked-up) vectors; with id_dropout,
+    some users' ID embeddings are dropped (model.py: user_vectors)."""
+    keep = None
+    if id_dropout > 0 and model.use_history and model.user_embedding.num_embeddings:
+        keep = (torch.rand(len(batch.users), device=batch.users.device) >= id_dropout).float()
     return model.pool(batch.users, batch.input_rows, input_vectors, keep)
 
 
@@ -66,7 +59,7 @@ def softmax_loss(
     own_rows = torch.cat([batch.input_rows, rows])
     own_items = torch.cat([batch.input_items, targets])
     if q is None:
-        user_vec = _user_vectors(model, batch, id_dropout)
+        user_vec = _user_vectors(model, batch, model.item_vectors(batch.input_items), id_dropout)
         logits = user_vec @ model.scoring_vectors().T / temperature
         positive = logits[rows, targets]
         logits = logits.index_put((own_rows, own_items), logits.new_tensor(-torch.inf))
@@ -82,9 +75,7 @@ def softmax_loss(
         at_input, at_target, at_drawn = where.split(
             [len(batch.input_items), len(targets), len(drawn)]
         )
-        user_vec = _pooled_user_vectors(
-            model, batch, vectors.index_select(0, at_input)[:, 1:], id_dropout
-        )
+        user_vec = _user_vectors(model, batch, vectors.index_select(0, at_input)[:, 1:], id_dropout)
         sampled = user_vec @ vectors.index_select(0, at_drawn).T / temperature
         if logq_correction:  # log P(video is among the unique draws)
             q_drawn = q.to(user_vec.device)[drawn]
@@ -117,7 +108,7 @@ class PointwiseHead(nn.Module):
 def bce_loss(
     model: TwoTower, head: PointwiseHead, batch: UserBatch, id_dropout: float = 0.0
 ) -> torch.Tensor:
-    user_vec = _user_vectors(model, batch, id_dropout)
+    user_vec = _user_vectors(model, batch, model.item_vectors(batch.input_items), id_dropout)
     assert batch.negatives is not None and batch.negative_rows is not None
     rows = torch.cat([batch.target_rows, batch.negative_rows])
     items = torch.cat([batch.target_items, batch.negatives])
