@@ -32,8 +32,7 @@ def fill_production(conninfo: str, videos: int, users: int, reviewed: int, seed:
         warehouse.ensure_app_schema()
         warehouse.execute(
             "insert into public.videos (id, product_url) select gen_random_uuid(), "
-            "'https://example.com/v/' || g from generate_series(1, ?) as g",
-            (videos,),
+            f"'https://example.com/v/' || g from generate_series(1, {int(videos)}) as g"
         )
         ids = warehouse.read("select cast(id as varchar) as id from public.videos order by id")
         rng = np.random.default_rng(seed)

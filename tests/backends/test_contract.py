@@ -76,8 +76,8 @@ class World:
 
     def change_marts(self) -> None:
         """What a newer load + dbt build would do: reviews move, popularity shifts."""
-        self.wh.execute("delete from interactions where user_id = ?", (USERS[0],))
-        self.wh.execute("update interactions set label = not label where user_id = ?", (COLD_USER,))
+        self.wh.execute(f"delete from interactions where user_id = '{USERS[0]}'")
+        self.wh.execute(f"update interactions set label = not label where user_id = '{COLD_USER}'")
 
     def versions(self) -> list[tuple[str, int]]:
         frame = self.wh.read(
@@ -241,6 +241,23 @@ class BackendContract:
         assert len(rows) == 1
         config, metrics, published = (json.loads(v) if isinstance(v, str) else v for v in rows[0])
         assert (config, metrics, published) == ({"dim": 64}, {"recall@10": [0.1, 0.2]}, True)
+
+    def test_run_row_and_mark_published_take_a_version_as_a_value(self, world: World) -> None:
+        import datetime as dt
+
+        odd = "v1' or 'x'='x"  # a value, never SQL text
+        started = dt.datetime(2026, 1, 5, 19, 0, tzinfo=dt.UTC)
+        assert world.wh.run_row("r2") is None and world.wh.run_row(odd) is None
+        for version in ("r2", odd):
+            world.wh.record_run(
+                {"model_version": version, "started_at": started, "published": False,
+                 "notes": {"artifact_sha256": "ab"}}
+            )  # fmt: skip
+        world.wh.mark_published(odd)
+        row = world.wh.run_row(odd)
+        assert row is not None and row["notes"] == {"artifact_sha256": "ab"} and row["published"]
+        assert world.wh.run_row("r2")["published"] is False
+        assert world.wh.table_exists("model_runs") and not world.wh.table_exists("x' or '1'='1")
 
 
 class TestDuckDB(BackendContract):

@@ -67,9 +67,9 @@ def test_a_fault_after_the_first_table_was_written_leaves_both_tables_as_they_we
     the rollback must restore the video rows too, vector for vector."""
     before = snapshot(warehouse)
     seen_inside: list[list[tuple]] = []
-    real_execute = warehouse.execute
+    real_run = warehouse._run  # every statement of the publish goes through it
 
-    def execute(sql: str, params: tuple = ()) -> None:
+    def run(sql: str, params: list | None = None) -> None:
         if sql.lstrip().startswith("insert into user_embeddings"):
             seen_inside.append(  # the new video rows are written, in the open transaction
                 warehouse.con.execute(
@@ -77,9 +77,9 @@ def test_a_fault_after_the_first_table_was_written_leaves_both_tables_as_they_we
                 ).fetchall()
             )
             raise RuntimeError("disk full while writing user_embeddings")
-        real_execute(sql, params)
+        real_run(sql, params)
 
-    monkeypatch.setattr(warehouse, "execute", execute)
+    monkeypatch.setattr(warehouse, "_run", run)
     with pytest.raises(RuntimeError, match="disk full"):
         warehouse.publish_embeddings(
             (VIDEOS, vectors(5, seed=7)), (USERS, vectors(4, seed=8)), "new"

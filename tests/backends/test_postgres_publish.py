@@ -136,7 +136,7 @@ def test_publish_pads_to_the_column_dimension(world: World) -> None:
     with world.connect() as con:
         assert state(con)["video_versions"] == ["m1"] and state(con)["users"] == N_USERS
     stored = world.wh.read(
-        "select embedding from video_embeddings where video_id = ?", (world.video_ids[3],)
+        f"select embedding from video_embeddings where video_id = '{world.video_ids[3]}'"
     )["embedding"][0].to_numpy()
     assert stored.shape == (256,)
     np.testing.assert_array_equal(stored[:MODEL_DIM], v[3])
@@ -174,7 +174,7 @@ def test_a_new_version_replaces_the_old_one_entirely(world: World) -> None:
         assert s["videos"] == len(subset)
         ids = {r[0] for r in con.execute("select video_id::text from public.video_embeddings")}
         assert ids == set(subset)
-    got = world.wh.read("select embedding from video_embeddings where video_id = ?", (subset[7],))[
+    got = world.wh.read(f"select embedding from video_embeddings where video_id = '{subset[7]}'")[
         "embedding"
     ][0].to_numpy()
     np.testing.assert_array_equal(got[:MODEL_DIM], v2[7])
@@ -457,8 +457,8 @@ def test_a_new_version_is_written_once_and_a_mixed_table_still_ends_right(world:
         s = state(con)
         assert s["video_versions"] == ["w2"] and s["videos"] == N_VIDEOS
     got = world.wh.read(
-        "select embedding from video_embeddings where video_id = ?",
-        (sorted(world.video_ids)[N_VIDEOS // 2],),
+        "select embedding from video_embeddings "
+        f"where video_id = '{sorted(world.video_ids)[N_VIDEOS // 2]}'"
     )["embedding"][0].to_numpy()
     np.testing.assert_array_equal(
         got[:MODEL_DIM], v2[world.video_ids.index(sorted(world.video_ids)[N_VIDEOS // 2])]
@@ -648,9 +648,9 @@ def test_a_user_without_an_embedding_gets_popular_videos(world: World) -> None:
     publish(world.wh, world, "s2", seed=21)
     popular = world.wh.read(
         "select cast(video_id as varchar) as video_id, count(*) as n from interactions "
-        "where label and video_id not in (select video_id from interactions where user_id = ?) "
-        "group by video_id order by n desc, video_id limit 5",
-        ("cold_user",),
+        "where label and video_id not in "
+        "(select video_id from interactions where user_id = 'cold_user') "
+        "group by video_id order by n desc, video_id limit 5"
     )
     got = world.wh.recommend("cold_user", 5)
     assert [r.video_id for r in got] == popular["video_id"].to_list()
@@ -663,8 +663,8 @@ def test_popular_videos_are_ranked_with_each_publish(world: World) -> None:
     publish(world.wh, world, "p1", seed=25, videos=subset)
     expected = world.wh.read(
         "select cast(video_id as varchar) as video_id, count(*) as positives from interactions "
-        "where label and video_id = any(cast(? as uuid[])) group by video_id",
-        (subset,),
+        f"where label and cast(video_id as text) in ({', '.join(map(repr, subset))}) "
+        "group by video_id"
     ).sort("video_id")
     got = world.wh.read(
         "select cast(video_id as varchar) as video_id, positives, model_version from popular_videos"

@@ -61,9 +61,9 @@ def handmade(tmp_path_factory: pytest.TempPathFactory) -> duckdb.DuckDBPyConnect
     db = tmp / "warehouse.duckdb"
     with DuckDBWarehouse(db) as warehouse:  # the app already knows abc003, spelt its own way
         warehouse.ensure_app_schema()
-        warehouse.execute(
+        warehouse.con.execute(
             "insert into videos (id, product_url) values (?, ?)",
-            (REGISTERED_ID, "https://www.dmm.co.jp/digital/videoa/-/detail/=/cid=abc003"),
+            [REGISTERED_ID, "https://www.dmm.co.jp/digital/videoa/-/detail/=/cid=abc003"],
         )
     build_duckdb(csv, db)
     con = duckdb.connect(str(db), read_only=True)
@@ -310,8 +310,8 @@ def spellings(tmp_path_factory: pytest.TempPathFactory) -> duckdb.DuckDBPyConnec
     with DuckDBWarehouse(db) as warehouse:
         warehouse.ensure_app_schema()
         for row in REGISTERED:
-            warehouse.execute(
-                "insert into videos (id, product_url, created_at) values (?, ?, ?)", row
+            warehouse.con.execute(
+                "insert into videos (id, product_url, created_at) values (?, ?, ?)", list(row)
             )
     build_duckdb(csv, db)
     con = duckdb.connect(str(db), read_only=True)
@@ -369,8 +369,8 @@ def test_a_cid_on_another_host_cannot_claim_a_dmm_product(tmp_path: Path) -> Non
     csv.write_text("\n".join(lines) + "\n", encoding="utf-8")
     with DuckDBWarehouse(db) as warehouse:
         warehouse.ensure_app_schema()
-        warehouse.execute(
-            "insert into videos (id, product_url, created_at) values (?, ?, ?)", registered
+        warehouse.con.execute(
+            "insert into videos (id, product_url, created_at) values (?, ?, ?)", list(registered)
         )
     build_duckdb(csv, db)
     con = duckdb.connect(str(db), read_only=True)

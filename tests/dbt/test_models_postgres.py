@@ -60,7 +60,7 @@ def built(
     duck_target = Target("duckdb", "duckdb", "main", {"path": str(work / "warehouse.duckdb")})
     duck = DuckDBWarehouse(duck_target.duckdb_path)
     duck.ensure_app_schema()
-    duck.execute("insert into videos (id, product_url) values (?, ?)", (REGISTERED_ID, url))
+    duck.execute(f"insert into videos (id, product_url) values ('{REGISTERED_ID}', '{url}')")
     load_reviews(duck, csv)
     duck.close()  # dbt opens the file itself
     run_dbt(duck_target, "build", quiet=True)
@@ -70,7 +70,7 @@ def built(
     pg_target = load_target("postgres")
     pg = PostgresWarehouse.from_target(pg_target)
     pg.ensure_app_schema()
-    pg.execute("insert into videos (id, product_url) values (?, ?)", (REGISTERED_ID, url))
+    pg.execute(f"insert into videos (id, product_url) values ('{REGISTERED_ID}', '{url}')")
     load_reviews(pg, csv)
     run_dbt(pg_target, "build", quiet=True, variables=PG_VARS)
     yield Built(duck, pg, pg_target, csv, url)
@@ -137,8 +137,7 @@ def test_read_returns_typed_polars_frames(built: Built) -> None:
         "1.25::numeric as num, '2024-01-02'::date as d, "
         "'2024-01-02 03:04:05.123456+00'::timestamptz as ts, "
         "'00000000-0000-0000-0000-000000000001'::uuid as u, '[1,2.5]'::vector as v, "
-        "'100%' as pct, ? as param, ? as n_param, 'what?' as q",
-        ("p", 7),
+        "'100%' as pct, 'what?' as q, '50%s' as fmt"  # sent as written: no placeholders
     )
     row = frame.row(0, named=True)
     assert row["i"] == 1 and frame.schema["i"] == pl.Int32
@@ -151,8 +150,7 @@ def test_read_returns_typed_polars_frames(built: Built) -> None:
     assert row["ts"].isoformat() == "2024-01-02T03:04:05.123456+00:00"
     assert row["u"] == "00000000-0000-0000-0000-000000000001"
     assert row["v"] == [1.0, 2.5]
-    assert row["pct"] == "100%" and row["param"] == "p" and row["n_param"] == 7
-    assert row["q"] == "what?"
+    assert row["pct"] == "100%" and row["q"] == "what?" and row["fmt"] == "50%s"
     empty = built.pg.read("select 1 as a, 'x' as b where false")
     assert empty.height == 0 and empty.columns == ["a", "b"]
 

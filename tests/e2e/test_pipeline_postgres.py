@@ -57,6 +57,13 @@ def test_two_weekly_runs_publish_then_replace_and_a_rollback_restores(
     server, csv, out = db
     for name in ("SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY", "SLACK_WEBHOOK_URL"):
         monkeypatch.delenv(name, raising=False)
+    # the pipeline never migrates (nor does its load): a fresh database is named, then migrated
+    assert pipeline(csv, out) == 2
+    refused = capsys.readouterr().err
+    assert "migrate --target postgres" in refused and "videos" in refused
+    with server.connect("pipeline") as con:
+        assert con.execute("select to_regclass('raw.reviews')").fetchone() == (None,)
+    assert main(["migrate", "--target", "postgres"]) == 0
     assert pipeline(csv, out) == 0
     assert pipeline(csv, out) == 0
     printed = capsys.readouterr().out

@@ -22,6 +22,8 @@ DEFAULT_COLUMN_DIM = 256
 # (rendered into sql/postgres as {max_k}): an unbounded k would let any caller, anon included,
 # read the whole catalog and its scores in one call.
 MAX_K = 100
+# The model_runs columns that hold JSON (json in DuckDB, jsonb in Postgres).
+RUN_JSON_COLUMNS = frozenset({"config", "metrics", "notes"})
 
 
 @dataclass(frozen=True)
@@ -80,12 +82,15 @@ class Warehouse(ABC):
         """Replace raw.reviews, raw.load_rejects and raw.loads in one transaction."""
 
     @abstractmethod
-    def read(self, sql: str, params: tuple[Any, ...] = ()) -> pl.DataFrame:
-        """Run a query and return its result as a polars frame (bulk, never row by row)."""
+    def read(self, sql: str) -> pl.DataFrame:
+        """Run a query as written and return its result as a polars frame (bulk, never row by
+        row). The text goes to the engine unchanged: no placeholders, so no values. Whatever
+        takes a value (a version, a table name) is a method of its own below, written in its
+        engine's own parameter style."""
 
     @abstractmethod
-    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
-        """Run a statement for its side effect."""
+    def execute(self, sql: str) -> None:
+        """Run statements as written, for their side effect (as `read`: no values)."""
 
     @abstractmethod
     def publish_embeddings(
@@ -105,6 +110,19 @@ class Warehouse(ABC):
     @abstractmethod
     def record_run(self, run: dict[str, Any]) -> None:
         """Upsert the model_runs row of run["model_version"] (dict and list values as JSON)."""
+
+    @abstractmethod
+    def run_row(self, model_version: str) -> dict[str, Any] | None:
+        """The model_runs row of a version (its JSON columns as Python objects); None when
+        there is no such row or no model_runs table."""
+
+    @abstractmethod
+    def mark_published(self, model_version: str) -> None:
+        """Set model_runs.published for a version whose embeddings are live again (rollback)."""
+
+    @abstractmethod
+    def table_exists(self, name: str) -> bool:
+        """Whether a table (`name` or `schema.name`; the target's schema by default) exists."""
 
     # -- serving ------------------------------------------------------------------------------
     @abstractmethod
@@ -129,16 +147,6 @@ class Warehouse(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    # -- shared helpers -----------------------------------------------------------------------
-    def table_exists(self, name: str) -> bool:
-        schema, _, table = name.rpartition(".")
-        frame = self.read(
-            "select count(*) as n from information_schema.tables "
-            "where table_schema = ? and table_name = ?",
-            (schema or self.schema, table),
-        )
-        return frame["n"][0] > 0
 
 
 def check_vectors(ids: list[str], matrix: np.ndarray, table: str) -> np.ndarray:

@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from trainer.backends.base import (
     DEFAULT_COLUMN_DIM,
+    RUN_JSON_COLUMNS,
     RawLoad,
     Recommendation,
     ServingTables,
@@ -56,7 +57,15 @@ class DuckDBWarehouse(Warehouse):
     # -- schema -------------------------------------------------------------------------------
     def ensure_app_schema(self, column_dim: int = DEFAULT_COLUMN_DIM) -> None:
         ddl = (SQL_DIR / "app_schema.sql").read_text().replace("{dim}", str(int(column_dim)))
-        self.execute(ddl)
+        self._run(ddl)
+
+    def _ensure_file_schema(self) -> None:
+        """The embedded file is the app's database too, and nothing else migrates it: its
+        tables and macros (sql/duckdb/app_schema.sql, idempotent) are brought up to date at
+        the dimension its embedding column already has, else at the default."""
+        existing = self.table_exists("video_embeddings")
+        dim = self.embedding_column_dim("video_embeddings") if existing else DEFAULT_COLUMN_DIM
+        self.ensure_app_schema(dim)
 
     def embedding_column_dim(self, table: str) -> int:
         row = self.con.execute(
@@ -71,15 +80,18 @@ class DuckDBWarehouse(Warehouse):
 
     # -- data in and out ----------------------------------------------------------------------
     def replace_raw(self, load: RawLoad) -> None:
+        """raw.* replaced in one transaction; a new file gets its app tables first (dbt reads
+        `videos` as a source)."""
+        self._ensure_file_schema()
         con = self.con
-        self.execute("begin transaction")
+        self._run("begin transaction")
         try:
-            self.execute("create schema if not exists raw")
+            self._run("create schema if not exists raw")
             con.register("reviews_in", load.reviews)
             con.register("rejects_in", load.rejects)
-            self.execute("create or replace table raw.reviews as select * from reviews_in")
-            self.execute("create or replace table raw.load_rejects as select * from rejects_in")
-            self.execute(
+            self._run("create or replace table raw.reviews as select * from reviews_in")
+            self._run("create or replace table raw.load_rejects as select * from rejects_in")
+            self._run(
                 "create or replace table raw.loads as select ? as source_path, ? as sha256, "
                 "cast(? as bigint) as data_lines, cast(? as bigint) as parsed_rows, "
                 "cast(? as bigint) as rejected_lines, current_timestamp as loaded_at",
@@ -91,19 +103,23 @@ class DuckDBWarehouse(Warehouse):
                     load.rejects.num_rows,
                 ],
             )
-            self.execute("commit")
+            self._run("commit")
         except BaseException:
-            self.execute("rollback")
+            self._run("rollback")
             raise
         finally:
             con.unregister("reviews_in")
             con.unregister("rejects_in")
 
-    def read(self, sql: str, params: tuple[Any, ...] = ()) -> pl.DataFrame:
-        return pl.from_arrow(self.con.sql(sql, params=list(params) or None).to_arrow_table())
+    def read(self, sql: str) -> pl.DataFrame:
+        return pl.from_arrow(self.con.sql(sql).to_arrow_table())
 
-    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
-        self.con.execute(sql, list(params)).fetchall()
+    def execute(self, sql: str) -> None:
+        self.con.execute(sql).fetchall()
+
+    def _run(self, sql: str, params: list[Any] | None = None) -> None:
+        """One statement with DuckDB's `?` placeholders (values never go into the text)."""
+        self.con.execute(sql, params).fetchall()
 
     def publish_embeddings(
         self,
@@ -127,16 +143,15 @@ class DuckDBWarehouse(Warehouse):
             ("video_embeddings", "video_id", "cast(video_id as uuid)", video_ids, video_matrix),
             ("user_embeddings", "user_id", "user_id", user_ids, user_matrix),
         ]
-        # Files made by an older trainer gain the tables added since (idempotent DDL).
-        self.ensure_app_schema(self.embedding_column_dim("video_embeddings"))
+        self._ensure_file_schema()  # a file made by an older trainer gains the tables added since
         con = self.con
-        self.execute("begin transaction")
+        self._run("begin transaction")
         try:
             for table, key, key_sql, ids, matrix in tables:
                 dim = self.embedding_column_dim(table)
                 con.register("vectors_in", _vectors_table(key, ids, pad_to(matrix, dim, table)))
-                self.execute(f"delete from {table}")
-                self.execute(
+                self._run(f"delete from {table}")
+                self._run(
                     f"insert into {table} ({key}, embedding, model_version, updated_at) "
                     f"select {key_sql}, cast(embedding as float[{dim}]), ?, current_timestamp "
                     "from vectors_in",
@@ -144,9 +159,9 @@ class DuckDBWarehouse(Warehouse):
                 )
                 con.unregister("vectors_in")
             self._refresh_serving(model_version)
-            self.execute("commit")
+            self._run("commit")
         except BaseException:
-            self.execute("rollback")
+            self._run("rollback")
             raise
 
     def _refresh_serving(self, model_version: str) -> None:
@@ -154,16 +169,16 @@ class DuckDBWarehouse(Warehouse):
         left as they are without marts (a warehouse that only receives vectors)."""
         if not (self.table_exists("interactions") and self.table_exists("video_popularity")):
             return
-        self.execute("delete from reviewed_videos")
-        self.execute(
+        self._run("delete from reviewed_videos")
+        self._run(
             "insert into reviewed_videos select user_id, list(distinct video_id order by video_id) "
             "from interactions where video_id is not null group by user_id"
         )
-        self.execute("delete from popular_videos")
-        self.execute(
+        self._run("delete from popular_videos")
+        self._run(
             "insert into popular_videos select p.video_id, p.positives, ? from video_popularity "
             "as p join video_embeddings as e on e.video_id = p.video_id",
-            (model_version,),
+            [model_version],
         )
 
     def record_run(self, run: dict[str, Any]) -> None:
@@ -177,6 +192,33 @@ class DuckDBWarehouse(Warehouse):
             f"on conflict (model_version) do update set {updates}",
             values,
         )
+
+    def run_row(self, model_version: str) -> dict[str, Any] | None:
+        if not self.table_exists("model_runs"):
+            return None
+        cursor = self.con.execute(
+            "select * from model_runs where model_version = ?", [model_version]
+        )
+        found = cursor.fetchall()
+        if not found:
+            return None
+        row = dict(zip([d[0] for d in cursor.description], found[0], strict=True))
+        return {
+            k: json.loads(v) if k in RUN_JSON_COLUMNS and isinstance(v, str) else v
+            for k, v in row.items()
+        }
+
+    def mark_published(self, model_version: str) -> None:
+        self._run("update model_runs set published = true where model_version = ?", [model_version])
+
+    def table_exists(self, name: str) -> bool:
+        schema, _, table = name.rpartition(".")
+        ((count,),) = self.con.execute(
+            "select count(*) from information_schema.tables "
+            "where table_schema = ? and table_name = ?",
+            [schema or self.schema, table],
+        ).fetchall()
+        return count > 0
 
     # -- serving ------------------------------------------------------------------------------
     def recommend(self, user_id: str, k: int) -> list[Recommendation]:

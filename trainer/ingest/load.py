@@ -271,10 +271,10 @@ def load_reviews(
     """Parse `path` and replace the raw tables with it (the same file twice gives one copy).
 
     With `hmac_key`, reviewer ids are replaced by keyed hashes before anything is written
-    (trainer/ingest/anonymize.py)."""
+    (trainer/ingest/anonymize.py). Only raw.* is written: a Postgres target's app tables come
+    from `python -m trainer migrate` alone (the embedded DuckDB file sets its own up)."""
     parsed = parse_reviews_csv(path, encoding)
     if hmac_key is not None:
         parsed = anonymize_load(parsed, hmac_key)
-    warehouse.ensure_app_schema()
     warehouse.replace_raw(parsed)
     return parsed

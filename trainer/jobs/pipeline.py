@@ -131,7 +131,7 @@ def _run_locked(
             "publish target must be Postgres (DuckDB serves from the marts it trained on)"
         )
     hmac_key = key_from_env() if options.anonymize else None
-    if separate:  # before any work: production must be migrated already
+    if publish_target.kind == "postgres":  # before any work: the pipeline never migrates
         with connect(publish_target) as production:
             require_published_tables(production, publish_target.name)
     stages: dict[str, float] = {}
@@ -190,11 +190,7 @@ def unique_version(warehouse: Warehouse) -> str:
     """A new version name no run has recorded yet (the format: trainer/release/versions.py)."""
     return first_free(
         new_version(),
-        lambda version: (
-            not warehouse.read(
-                "select model_version from model_runs where model_version = ?", (version,)
-            ).is_empty()
-        ),
+        lambda version: warehouse.run_row(version) is not None,
     )
 
 
@@ -209,8 +205,9 @@ def evaluate_champion(store: ArtifactStore, trained: Trained, cfg: TrainConfig):
 
 
 def require_published_tables(warehouse: Warehouse, target: str) -> None:
-    """A separate publish target must already have the app tables: the pipeline never migrates
-    production by itself."""
+    """A Postgres publish target (the work database itself, or production) must already have
+    the app tables: migrations are `python -m trainer migrate`'s alone, never a side effect of
+    a run."""
     missing = [
         t
         for t in ("videos", "video_embeddings", "model_runs")

@@ -9,7 +9,6 @@ kept are rolled back unchecked, and the message says so.
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
@@ -47,22 +46,13 @@ def rollback(version: str, target: str | None, store_root: Path = DEFAULT_STORE_
             )
         write_embeddings(warehouse, artifact)
         store.promote(version)
-        warehouse.execute(
-            "update model_runs set published = true where model_version = ?", (version,)
-        )
+        warehouse.mark_published(version)
     unchecked = "" if recorded is not None else f" (no sha256 recorded for {version}: unchecked)"
     return f"rolled back: {version} is latest and its embeddings are published{unchecked}"
 
 
 def recorded_sha256(warehouse: Warehouse, version: str) -> str | None:
     """The sha256 of the model file that run `version` stored, if its model_runs row has one."""
-    if not warehouse.table_exists("model_runs"):
-        return None
-    rows = warehouse.read(
-        "select notes from model_runs where model_version = ?", (version,)
-    ).to_dicts()
-    if not rows or rows[0]["notes"] is None:
-        return None
-    notes = rows[0]["notes"]
-    notes = json.loads(notes) if isinstance(notes, str) else notes
-    return notes.get("artifact_sha256")
+    row = warehouse.run_row(version)
+    notes = row.get("notes") if row is not None else None
+    return notes.get("artifact_sha256") if notes else None

@@ -85,16 +85,15 @@ def replace_raw(cur: psycopg.Cursor, load: RawLoad) -> None:
     )
 
 
-def copy_out(
-    cur: psycopg.Cursor, sql: str, params: tuple[Any, ...]
-) -> tuple[bytes, list[tuple[str, int]]]:
+def copy_out(cur: psycopg.Cursor, sql: str) -> tuple[bytes, list[tuple[str, int]]]:
     """The query's result through COPY ... TO STDOUT (CSV), with its columns' names and type
-    oids; parse it with `frame` once the transaction is over."""
-    query = pyformat(sql.strip().rstrip(";"), bool(params))
-    cur.execute(f"select * from ({query}) as _q limit 0", params or None)
+    oids; parse it with `frame` once the transaction is over. The query carries no
+    parameters, so psycopg sends its text as written (a `%` in it is just a `%`)."""
+    query = sql.strip().rstrip(";")
+    cur.execute(f"select * from ({query}) as _q limit 0")
     columns = [(d.name, d.type_code) for d in cur.description]
     buffer = io.BytesIO()
-    with cur.copy(f"copy ({query}) to stdout (format csv)", params or None) as copy:
+    with cur.copy(f"copy ({query}) to stdout (format csv)") as copy:
         for chunk in copy:
             buffer.write(chunk)
     return buffer.getvalue(), columns
@@ -149,48 +148,6 @@ def _convert(col: pl.Expr, type_name: str) -> pl.Expr:
     return col.str.replace("Infinity", "inf", literal=True).cast(
         pl.Float32 if type_name == "float4" else pl.Float64
     )
-
-
-def pyformat(sql: str, has_params: bool) -> str:
-    """DuckDB-style `?` placeholders -> psycopg's `%s` (and literal `%` -> `%%`), outside quotes
-    and comments. Without parameters the text goes to the server unchanged."""
-    if not has_params:
-        return sql
-    out: list[str] = []
-    i, n = 0, len(sql)
-    while i < n:
-        ch = sql[i]
-        if ch in ("'", '"'):
-            end = i + 1
-            while end < n:
-                if sql[end] == ch:
-                    if end + 1 < n and sql[end + 1] == ch:
-                        end += 2
-                        continue
-                    break
-                end += 1
-            out.append(sql[i : end + 1].replace("%", "%%"))
-            i = end + 1
-        elif sql.startswith("--", i):
-            end = sql.find("\n", i)
-            end = n if end < 0 else end
-            out.append(sql[i:end].replace("%", "%%"))
-            i = end
-        elif sql.startswith("/*", i):
-            end = sql.find("*/", i + 2)
-            end = n if end < 0 else end + 2
-            out.append(sql[i:end].replace("%", "%%"))
-            i = end
-        elif ch == "?":
-            out.append("%s")
-            i += 1
-        elif ch == "%":
-            out.append("%%")
-            i += 1
-        else:
-            out.append(ch)
-            i += 1
-    return "".join(out)
 
 
 def _unique_names(names: list[str]) -> list[str]:

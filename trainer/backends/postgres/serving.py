@@ -142,6 +142,29 @@ def record_run(tx: Transaction, run: dict[str, Any]) -> None:
         cur.execute(statement, values)
 
 
+def run_row(tx: Transaction, model_version: str) -> dict[str, Any] | None:
+    """The model_runs row of a version (jsonb arrives as Python objects); None without one."""
+    with tx() as cur:
+        cur.execute(f"select to_regclass('{APP_SCHEMA}.model_runs') is not null")
+        if not cur.fetchone()[0]:
+            return None
+        cur.execute(
+            f"select * from {APP_SCHEMA}.model_runs where model_version = %s", (model_version,)
+        )
+        row = cur.fetchone()
+        if row is None:
+            return None
+        return dict(zip([d.name for d in cur.description], row, strict=True))
+
+
+def mark_published(tx: Transaction, model_version: str) -> None:
+    with tx() as cur:
+        cur.execute(
+            f"update {APP_SCHEMA}.model_runs set published = true where model_version = %s",
+            (model_version,),
+        )
+
+
 def recommend(tx: Transaction, user_id: str, k: int) -> list[Recommendation]:
     """Top-k videos for a user through recommend_videos(); a user with neither a vector nor
     reviews is an error."""

@@ -154,15 +154,15 @@ class PostgresWarehouse(Warehouse):
         raw = quote_ident(RAW_SCHEMA)
         self.con.execute(f"analyze {raw}.reviews, {raw}.load_rejects")
 
-    def read(self, sql: str, params: tuple[Any, ...] = ()) -> pl.DataFrame:
+    def read(self, sql: str) -> pl.DataFrame:
         """The query's result through COPY ... TO STDOUT (CSV), parsed by polars in one go."""
         with self._tx() as cur:
-            data, columns = copy_io.copy_out(cur, sql, params)
+            data, columns = copy_io.copy_out(cur, sql)
         return copy_io.frame(data, columns, self.con.adapters)
 
-    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
+    def execute(self, sql: str) -> None:
         with self._tx() as cur:
-            cur.execute(copy_io.pyformat(sql, bool(params)), params or None)
+            cur.execute(sql)  # no parameters: psycopg sends the text as written
 
     # -- publishing ---------------------------------------------------------------------------
     def publish_embeddings(
@@ -212,6 +212,24 @@ class PostgresWarehouse(Warehouse):
     def record_run(self, run: dict[str, Any]) -> None:
         """Insert or update one model_runs row (dict/list values are stored as jsonb)."""
         serving_queries.record_run(self._tx, run)
+
+    def run_row(self, model_version: str) -> dict[str, Any] | None:
+        return serving_queries.run_row(self._tx, model_version)
+
+    def mark_published(self, model_version: str) -> None:
+        serving_queries.mark_published(self._tx, model_version)
+
+    def table_exists(self, name: str) -> bool:
+        """Whether `name` resolves as this warehouse's queries resolve it (the marts schema,
+        then public), as a table or a view."""
+        schema, _, table = name.rpartition(".")
+        with self._tx() as cur:
+            cur.execute(
+                "select count(*) from information_schema.tables where table_name = %s "
+                "and table_schema = any(coalesce(%s, current_schemas(false)))",
+                (table, [schema] if schema else None),
+            )
+            return cur.fetchone()[0] > 0
 
     # -- serving ------------------------------------------------------------------------------
     def recommend(self, user_id: str, k: int) -> list[Recommendation]:
