@@ -210,10 +210,16 @@ def test_train_on_the_copy_publish_to_production(
         ).fetchone() == (0,)  # no marts in production
         app = rows(prod, "select id, product_url, title from public.videos")
         assert flow["app_videos"] <= app  # the app's rows as they were
-        # videos ingested on the copy arrive with the same ids
-        assert rows(work, "select id, product_url from public.videos") == rows(
-            prod, "select id, product_url from public.videos"
+        # registration happens in production's publish, not on the copy: the copy's videos
+        # stay the snapshot, and every catalog video arrives with the id the copy trained on
+        assert rows(work, "select id, product_url, title from public.videos") == flow["snapped"]
+        catalog = rows(
+            work,
+            "select video_id, product_url from recsys.video_catalog "
+            "where is_registered or register_at_publish",
         )
+        assert catalog <= rows(prod, "select id, product_url from public.videos")
+        assert len(rows(prod, "select id from public.videos")) > len(flow["app_videos"])
         version, published, target = prod.execute(
             "select model_version, published, target from public.model_runs"
         ).fetchone()

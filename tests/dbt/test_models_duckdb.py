@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import polars as pl
 import pytest
 import yaml
@@ -54,7 +57,7 @@ REGISTERED_ID = "11111111-2222-3333-4444-555555555555"
 
 
 @pytest.fixture(scope="module")
-def handmade(tmp_path_factory: pytest.TempPathFactory) -> duckdb.DuckDBPyConnection:
+def handmade_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("handmade")
     csv = tmp / "reviews.csv"
     csv.write_text("\n".join(LINES) + "\n", encoding="utf-8")
@@ -66,7 +69,12 @@ def handmade(tmp_path_factory: pytest.TempPathFactory) -> duckdb.DuckDBPyConnect
             [REGISTERED_ID, "https://www.dmm.co.jp/digital/videoa/-/detail/=/cid=abc003"],
         )
     build_duckdb(csv, db)
-    con = duckdb.connect(str(db), read_only=True)
+    return db
+
+
+@pytest.fixture(scope="module")
+def handmade(handmade_db: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    con = duckdb.connect(str(handmade_db), read_only=True)
     yield con
     con.close()
 
@@ -112,8 +120,8 @@ def test_dedupe_keeps_the_last_line_and_labels_by_stars(handmade) -> None:
     ]
 
 
-def test_registered_videos_keep_their_id_and_others_are_ingested_idempotently(
-    handmade, tmp_path: Path
+def test_dbt_registers_nothing_and_the_publish_registers_the_marked_videos_once(
+    handmade, handmade_db: Path, tmp_path: Path
 ) -> None:
     registered = rows(
         handmade,
@@ -121,14 +129,44 @@ def test_registered_videos_keep_their_id_and_others_are_ingested_idempotently(
         "where product_key = 'dmm:abc003'",
     )
     assert registered == [(REGISTERED_ID,)]
-    videos = rows(handmade, "select count(*), count(distinct product_url) from videos")[0]
-    assert videos == (5, 5)  # the registered one + 4 ingested, no duplicate spelling
-    missing = rows(
-        handmade,
-        "select count(*) from interactions i left join videos v on v.id = i.video_id "
-        "where v.id is null",
-    )
-    assert missing == [(0,)]
+    assert rows(handmade, "select cast(id as varchar) from videos") == [(REGISTERED_ID,)]
+    marked = rows(handmade, "select count(*) from video_catalog where register_at_publish")
+    assert marked == [(4,)]  # the other 4 products, one row each whatever their spellings
+    copy = tmp_path / "published.duckdb"
+    shutil.copy(handmade_db, copy)
+    with DuckDBWarehouse(copy) as warehouse:
+        ids = warehouse.read("select distinct cast(video_id as varchar) as v from interactions")
+        vectors = np.eye(len(ids), 8, dtype=np.float32) + 0.1
+        for version in ("first", "again"):  # registering is idempotent
+            warehouse.publish_embeddings(
+                (ids["v"].to_list(), vectors), (["alice"], vectors[:1]), version
+            )
+            videos = warehouse.read(
+                "select count(*) as n, count(distinct product_url) as urls from videos"
+            ).row(0)
+            assert videos == (5, 5)  # the registered one + 4 new, no duplicate spelling
+            missing = warehouse.read(
+                "select count(*) as n from interactions i left join videos v on v.id = i.video_id "
+                "where v.id is null"
+            )["n"][0]
+            assert missing == 0
+
+
+def test_with_ingest_videos_off_the_publish_is_asked_to_register_nothing(tmp_path: Path) -> None:
+    csv, db = tmp_path / "reviews.csv", tmp_path / "warehouse.duckdb"
+    csv.write_text("\n".join(LINES) + "\n", encoding="utf-8")
+    build_duckdb(csv, db, variables={"ingest_videos": False})
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        assert rows(
+            con,
+            "select count(*), count(*) filter (where register_at_publish), "
+            "count(*) filter (where not is_registered) from video_catalog",
+        ) == [(5, 0, 5)]
+        summary = dict(rows(con, "select metric, value from quality_summary"))
+        assert summary["videos_ingested"] == 0
+    finally:
+        con.close()
 
 
 def test_ingested_ids_are_a_function_of_the_product_key(handmade) -> None:
@@ -330,12 +368,10 @@ def test_the_most_frequent_kept_spelling_names_an_unregistered_video(spellings) 
         "dmm:xyz001": f"{DMM}xyz001/",  # most kept reviews: not the earliest, not a raw-line tie
         "dmm:xyz002": "http://www.dmm.co.jp/digital/videoa/-/detail/=/cid=xyz002",  # tie: line 8
     }
-    ingested = rows(
-        spellings,
-        "select v.product_url from videos v join int_video_catalog c on c.video_id = v.id "
-        "where not c.is_registered order by 1",
+    marked = rows(
+        spellings, "select product_url from video_catalog where register_at_publish order by 1"
     )
-    assert ingested == [(catalog["dmm:xyz002"],), (catalog["dmm:xyz001"],)]
+    assert marked == [(catalog["dmm:xyz002"],), (catalog["dmm:xyz001"],)]
 
 
 def test_the_earliest_registered_row_gives_the_video_id(spellings) -> None:
@@ -353,7 +389,7 @@ def test_the_earliest_registered_row_gives_the_video_id(spellings) -> None:
         "select cast(video_id as varchar) from interactions where user_id = 'henry' order by 1",
     )
     assert henry == [(REGISTERED[4][0],), (REGISTERED[1][0],)]
-    assert rows(spellings, "select count(*) from videos")[0][0] == len(REGISTERED) + 2
+    assert rows(spellings, "select count(*) from videos")[0][0] == len(REGISTERED)  # untouched
 
 
 def test_a_cid_on_another_host_cannot_claim_a_dmm_product(tmp_path: Path) -> None:

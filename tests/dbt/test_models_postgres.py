@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pytest
@@ -178,15 +179,15 @@ def test_dbt_build_passed_and_every_line_is_accounted_for(built: Built) -> None:
     assert summary["negative_samples"] > 0 and summary["valid_positives"] > 0
 
 
-def test_unregistered_videos_are_ingested_and_registered_ones_reused(built: Built) -> None:
+def test_dbt_registers_nothing_and_marks_the_unregistered_videos(built: Built) -> None:
     pg = built.pg
-    catalog = pg.read("select * from int_video_catalog")
+    catalog = pg.read("select * from video_catalog")
     registered = catalog.filter(pl.col("is_registered"))
     assert registered["video_id"].to_list() == [REGISTERED_ID]
+    assert catalog.filter(pl.col("register_at_publish")).height == catalog.height - 1
     videos = pg.read("select cast(id as text) as id, product_url from public.videos")
-    assert videos.height == catalog.height  # every reviewed product is a video now
-    assert set(videos["id"]) == set(catalog["video_id"])
-    assert videos.filter(pl.col("id") == REGISTERED_ID)["product_url"][0] == built.registered_url
+    assert videos["id"].to_list() == [REGISTERED_ID]  # dbt build wrote nothing to the app
+    assert videos["product_url"][0] == built.registered_url
     ingested = dict(pg.read("select metric, value from quality_summary").iter_rows())[
         "videos_ingested"
     ]
@@ -217,6 +218,11 @@ PARITY = {
         ["line_number"],
     ),
     "quality_summary": ("select metric, value from quality_summary", ["metric"]),
+    "video_catalog": (
+        "select cast(video_id as varchar) as video_id, product_key, product_url, is_registered, "
+        "register_at_publish from video_catalog",
+        ["video_id"],
+    ),
     "quality_rejects_by_reason": (
         "select stage, reason, lines, first_line from quality_rejects_by_reason",
         ["stage", "reason"],
@@ -261,14 +267,24 @@ def test_the_ann_rules_are_sql_functions_with_the_documented_values(built: Built
     assert (probes(107, 4), probes(107, 6)) == (42, 63)  # the README's 107 lists
 
 
-# (last: it changes what quality_summary reports)
-def test_rerunning_the_ingest_is_idempotent(built: Built) -> None:
-    before = built.pg.read("select cast(id as text) as id, product_url from public.videos")
-    interactions = built.pg.read("select count(*) as n from interactions")["n"][0]
+# (last: it publishes, and changes what quality_summary reports)
+def test_the_publish_registers_the_marked_videos_once_and_dbt_then_finds_them(
+    built: Built,
+) -> None:
+    pg = built.pg
+    ids = pg.read("select distinct cast(video_id as text) as v from interactions")["v"].to_list()
+    vectors = np.eye(len(ids), 8, dtype=np.float32) + 0.1
+    catalog = pg.read("select cast(video_id as text) as id, product_url from video_catalog")
+    for version in ("first", "again"):  # registering is idempotent
+        pg.publish_embeddings((ids, vectors), (["someone"], vectors[:1]), version)
+        videos = pg.read("select cast(id as text) as id, product_url from public.videos")
+        assert_frame_equal(videos.sort("id"), catalog.sort("id"))
+    interactions = pg.read("select count(*) as n from interactions")["n"][0]
     # with its descendants: rebuilding a table on Postgres drops the views that depend on it
     run_dbt(built.pg_target, "run", "--select", "int_video_catalog+", quiet=True, variables=PG_VARS)
-    after = built.pg.read("select cast(id as text) as id, product_url from public.videos")
-    assert_frame_equal(before.sort("id"), after.sort("id"))
-    assert built.pg.read("select count(*) as n from interactions")["n"][0] == interactions
-    summary = dict(built.pg.read("select metric, value from quality_summary").iter_rows())
-    assert summary["videos_ingested"] == 0  # all registered by the first run
+    after = pg.read("select cast(id as text) as id, product_url from public.videos")
+    assert_frame_equal(after.sort("id"), catalog.sort("id"))
+    assert pg.read("select count(*) as n from interactions")["n"][0] == interactions
+    summary = dict(pg.read("select metric, value from quality_summary").iter_rows())
+    assert summary["videos_ingested"] == 0  # all registered by the publish
+    assert pg.read("select count(*) as n from video_catalog where register_at_publish")["n"][0] == 0

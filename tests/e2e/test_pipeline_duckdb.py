@@ -166,6 +166,8 @@ def test_first_publish_then_a_passing_rerun_moves_latest(job, monkeypatch, tmp_p
     store = job.tmp / "store"
     assert published_versions(job.tmp) == {first}
     assert digest(store / "two_tower_latest.safetensors") == digest(store / f"{first}.safetensors")
+    unregistered = "select count(*) from interactions where video_id not in (select id from videos)"
+    assert query(job.tmp, unregistered) == [(0,)]  # the publish registered every video
 
     assert job(*GOOD) == 0
     history = runs(job.tmp)
@@ -204,6 +206,15 @@ def test_a_failing_gate_publishes_nothing(after_first, capsys) -> None:
     assert set(pl.read_parquet(files / "v.parquet")["model_version"]) == before
     assert set(pl.read_parquet(files / "u.parquet")["model_version"]) == before
     assert (files / f"{failed[0]}.safetensors").is_file()  # the challenger is kept, by its name
+
+
+def test_a_first_run_the_gate_rejects_registers_no_videos(job) -> None:
+    """Registration is part of the publish (after the gate), not of dbt build."""
+    assert job(*BAD) == 1
+    assert runs(job.tmp)[-1][1:3] == (False, False)
+    assert query(job.tmp, "select count(*) from videos") == [(0,)]
+    marked = query(job.tmp, "select count(*) from video_catalog where register_at_publish")
+    assert marked[0][0] > 100
 
 
 def test_force_needs_a_reason_and_is_recorded(after_first, capsys) -> None:

@@ -87,6 +87,11 @@ def test_two_weekly_runs_publish_then_replace_and_a_rollback_restores(
                 "select video_id from recsys.interactions where user_id = 'rv0000002'"
             ).fetchall()
         }
+        unregistered = con.execute(
+            "select count(*) from recsys.interactions as i "
+            "where not exists (select 1 from public.videos as v where v.id = i.video_id)"
+        ).fetchone()
+    assert unregistered == (0,)  # the publish registered every video
     assert [r[1:] for r in runs] == [(True, True), (True, True)]
     assert versions == [(runs[-1][0],)]  # only the new version's vectors remain
     assert len(indexes) == 1  # built for the new embedding space (its slot) only

@@ -47,7 +47,7 @@ class ServingTables:
     are, the backend takes them from its own marts (interactions, video_popularity) instead.
     """
 
-    videos: pa.Table  # id (uuid text), product_url: registered videos the data refers to
+    videos: pa.Table  # id (uuid text), product_url: the videos the data refers to, to register
     reviewed: pa.Table  # user_id, video_id: every reviewed pair (recommend never suggests them)
     positives: pa.Table  # video_id, positives: positive reviews per video (the popular ranking)
 

@@ -147,6 +147,7 @@ class DuckDBWarehouse(Warehouse):
         con = self.con
         self._run("begin transaction")
         try:
+            self._register_catalog()
             for table, key, key_sql, ids, matrix in tables:
                 dim = self.embedding_column_dim(table)
                 con.register("vectors_in", _vectors_table(key, ids, pad_to(matrix, dim, table)))
@@ -163,6 +164,16 @@ class DuckDBWarehouse(Warehouse):
         except BaseException:
             self._run("rollback")
             raise
+
+    def _register_catalog(self) -> None:
+        """The videos the marts mark register_at_publish (video_catalog) become videos rows,
+        inside the publish transaction, so after the gate; nothing without the mart."""
+        if self.table_exists("video_catalog"):
+            self._run(
+                "insert into videos (id, product_url, created_at) "
+                "select video_id, product_url, current_timestamp from video_catalog "
+                "where register_at_publish order by video_id on conflict do nothing"
+            )
 
     def _refresh_serving(self, model_version: str) -> None:
         """popular_videos and reviewed_videos from the marts, inside the publish transaction;

@@ -147,8 +147,8 @@ def write_embeddings(
 
 
 SERVING_QUERIES = {
-    "videos": "select cast(v.id as varchar) as id, v.product_url from videos as v "
-    "where v.id in (select i.video_id from interactions as i) order by 1",
+    "videos": "select cast(video_id as varchar) as id, product_url from video_catalog "
+    "where is_registered or register_at_publish order by 1",
     "reviewed": "select distinct user_id, cast(video_id as varchar) as video_id "
     "from interactions where video_id is not null",
     "positives": "select cast(video_id as varchar) as video_id, positives from video_popularity",
@@ -157,7 +157,8 @@ SERVING_QUERIES = {
 
 def read_serving_tables(warehouse: Warehouse) -> ServingTables:
     """What another database needs to serve this run's model, read from this one's marts:
-    the registered videos the data refers to, every reviewed pair, positives per video."""
+    the videos the data refers to (registered, or to register), every reviewed pair,
+    positives per video."""
     frames = {name: warehouse.read(query) for name, query in SERVING_QUERIES.items()}
     return ServingTables(**{name: frame.to_arrow() for name, frame in frames.items()})
 

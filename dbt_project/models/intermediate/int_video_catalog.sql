@@ -1,11 +1,8 @@
-{{ config(
-    materialized='table',
-    post_hook="{{ ingest_videos(this) }}"
-) }}
+{{ config(materialized='table') }}
 
 {#- Every reviewed product with its video id: the app's id when the product is registered in
     videos (earliest row when several spellings are), else an id derived from product_key.
-    The post-hook inserts the unregistered ones into videos (see the ingest_videos macro). -#}
+    The publish registers the unregistered ones, after the gate (marts/video_catalog). -#}
 
 with
 

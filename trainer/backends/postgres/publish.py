@@ -1,10 +1,11 @@
 """One publish: both embedding tables replaced by one model version, in one locked transaction.
 
-A publish is one transaction under an advisory lock: register the videos of another database's
-marts when given, write both embedding tables (a new version: COPY into the slots the views do
-not show, on two more connections, then the ANN index and the foreign key, then point the views
-at them; the same version again: stage and upsert into the published slots), refresh
-reviewed_videos and popular_videos and retune the functions' probes.
+A publish is one transaction under an advisory lock: register the videos the app lacks (from
+another database's marts when given, else from this one's video_catalog), write both embedding
+tables (a new version: COPY into the slots the views do not show, on two more connections,
+then the ANN index and the foreign key, then point the views at them; the same version again:
+stage and upsert into the published slots), refresh reviewed_videos and popular_videos and
+retune the functions' probes.
 """
 
 from __future__ import annotations
@@ -27,7 +28,11 @@ from trainer.backends.postgres.migrations import column_dim
 from trainer.backends.postgres.republish import is_republish, republish
 from trainer.backends.postgres.serving import refresh_serving
 from trainer.backends.postgres.slots import active_slot, fill_slots, swap_in
-from trainer.backends.postgres.videos import raise_unregistered, register_videos
+from trainer.backends.postgres.videos import (
+    raise_unregistered,
+    register_catalog,
+    register_videos,
+)
 from trainer.backends.postgres.wire import checked
 from trainer.errors import UserError
 
@@ -48,8 +53,9 @@ def publish_embeddings(
     """Replace both embedding tables with one model version, atomically, and index it.
 
     Everything readers see changes in one transaction (from `tx`), which holds an advisory
-    lock from start to commit (concurrent publishes queue). First the videos of `serving`
-    (another database's marts) that this database lacks are registered. A new version (the
+    lock from start to commit (concurrent publishes queue). First the videos this database
+    lacks are registered (from `serving`, another database's marts, else this one's
+    video_catalog): registration happens here, after the gate, never in dbt. A new version (the
     weekly case) is COPYed (binary) into the slots that the video_embeddings and
     user_embeddings views do not show, bare, so the COPY writes rows only, by two connections
     (from `connect`) at once (fill_slots); the ANN index and the foreign key to videos are
@@ -77,6 +83,8 @@ def publish_embeddings(
             stamp = cur.fetchone()[1]
             if serving is not None:
                 register_videos(cur, serving.videos)
+            else:
+                register_catalog(cur)
             dims = {}
             for table, (_, matrix) in batches.items():
                 dims[table] = column_dim(cur, table)

@@ -1,8 +1,10 @@
 """The videos a publish's vectors refer to: registered first, and the missing ones named.
 
-Every video vector has a foreign key to public.videos. Publishing another database's model
-(the snapshot flow) first registers the videos this database lacks; vectors of videos still
-missing are refused with a count and an example rather than a bare constraint error.
+Every video vector has a foreign key to public.videos. A publish registers, inside its own
+transaction and so only after the gate, the reviewed products the app lacks: from this
+database's marts (video_catalog.register_at_publish), or, publishing another database's model
+(the snapshot flow), from the videos it carries. Vectors of videos still missing are refused
+with a count and an example rather than a bare constraint error.
 """
 
 from __future__ import annotations
@@ -39,6 +41,19 @@ def register_videos(cur: psycopg.Cursor, videos: pa.Table) -> None:
     )
 
 
+def register_catalog(cur: psycopg.Cursor) -> None:
+    """Insert the videos this database's marts mark register_at_publish (minimal rows with
+    the catalog's deterministic ids); nothing where there are no marts (production)."""
+    cur.execute("select to_regclass('video_catalog') is not null")
+    if not cur.fetchone()[0]:
+        return
+    cur.execute(
+        f"insert into {APP_SCHEMA}.videos (id, product_url) "
+        "select c.video_id, c.product_url from video_catalog as c where c.register_at_publish "
+        "order by c.video_id on conflict do nothing"
+    )
+
+
 def check_videos_registered(cur: psycopg.Cursor) -> None:
     """Refuse staged video vectors (_stage_video_embeddings) of videos not in videos."""
     cur.execute(
@@ -66,7 +81,8 @@ def _unregistered_error(missing: int, example: str | None) -> None:
         raise UserError(
             f"{missing} video ids of the model are not in {APP_SCHEMA}.videos "
             f"(e.g. {example}); "
-            "run `dbt build` with ingest_videos on, or register them, then publish again "
+            "register them, or build the marts with var ingest_videos on (the default) so "
+            "the publish does, then publish again "
             "(publishing from a restored copy: the app may have registered one of these "
             "products under another id since the snapshot; snapshot again)"
         )

@@ -52,8 +52,8 @@ negatives as (
 
 ingested as (
     select count(*) as videos_ingested
-    from {{ ref('int_video_catalog') }}
-    where not is_registered
+    from {{ ref('video_catalog') }}
+    where register_at_publish
 ),
 
 counts as (
