@@ -13,7 +13,12 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
-from trainer.backends.postgres import ivfflat_lists
+from trainer.backends.postgres import (
+    ANN_INDEX_SUFFIX,
+    PostgresWarehouse,
+    ivfflat_lists,
+    ivfflat_probes,
+)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -114,3 +119,52 @@ def sweep_point(con, calls, sample, k, r, label, exact: dict) -> None:
         f"recall@{k} recommend {rec:.3f} similar {sim:.3f}; recommend p50 "
         f"{statistics.median(lat):.1f} ms p95 {percentile(lat, 0.95):.1f} ms"
     )
+
+
+def _latency(r: dict, label: str, lat: list[float]) -> None:
+    r[f"{label} p50 ms"] = round(statistics.median(lat), 2)
+    r[f"{label} p95 ms"] = round(percentile(lat, 0.95), 2)
+
+
+def measure_serving(args, pg: PostgresWarehouse, data, users, items, clock) -> str:
+    """Latency of recommend_videos (and popular), ANN recall against exact search; the plan."""
+    r = clock.results
+    con = pg.con
+    lists = ivfflat_lists(con, data.n_items)
+    r["ivfflat lists/probes recommend/probes similar"] = (
+        f"{lists}/{ivfflat_probes(con, lists)}/{ivfflat_probes(con, lists, 'similar_videos')}"
+    )
+    rng = np.random.default_rng(1)
+    sample = [data.user_ids[i] for i in rng.choice(data.n_users, args.users, replace=False)]
+    cold = [
+        row[0]
+        for row in con.execute(
+            "select distinct i.user_id from recsys.interactions i where not exists "
+            "(select 1 from public.user_embeddings u where u.user_id = i.user_id) limit 20"
+        )
+    ]
+    has_index = con.execute(
+        "select count(*) from pg_indexes where schemaname = 'recsys' and tablename = 'interactions'"
+    ).fetchone()[0]
+    if not has_index:
+        _latency(r, "recommend (no index on interactions)", latencies(con, sample, args.k))
+        with clock("create index on recsys.interactions (user_id)"):
+            con.execute("create index on recsys.interactions (user_id)")
+            con.execute("analyze recsys.interactions")
+    _latency(r, "recommend", latencies(con, sample, args.k))
+    if cold:
+        _latency(r, "recommend, user without a vector (popular)", latencies(con, cold, args.k))
+    plan = explain_recommend(con, sample[0], args.k)
+    exact: dict = {}  # exact top-k per call, shared by the recall figures
+    r["recommend uses the ANN index"] = str(ANN_INDEX_SUFFIX in plan)
+    with clock("recall@10 (exact search for comparison)"):
+        r["recall@10 recommend_videos"] = round(
+            recall(con, [("recommend_videos", (u,)) for u in sample], args.k, exact), 4
+        )
+        videos = [data.video_ids[i] for i in rng.choice(data.n_items, args.users, replace=False)]
+        r["recall@10 similar_videos"] = round(
+            recall(con, [("similar_videos", (v,)) for v in videos], args.k, exact), 4
+        )
+    if args.sweep:
+        sweep(pg, data, items, users, sample, videos, args.k, r)
+    return plan

@@ -14,45 +14,13 @@ import pytest
 import yaml
 from polars.testing import assert_frame_equal
 
+from tests.support.datasets import EDGE_CASE_LINES as LINES
+from tests.support.datasets import EDGE_CASE_REJECTS as EXPECTED_REJECTS
 from tests.support.warehouses import build_duckdb
 from trainer.backends.duckdb import DuckDBWarehouse
 from trainer.transform.dbt import PROJECT_DIR
 
 DMM = "https://www.dmm.co.jp/digital/videoa/-/detail/=/cid="
-LINES = [
-    "product_url,reviewer_id,stars",
-    f"{DMM}abc001/,alice,5",  # 2 kept
-    "http://dmm.co.jp/digital/videoa/-/detail/=/cid=ABC001,bob,4",  # 3 same video as line 2
-    f"{DMM}abc001/?i3_ref=search&i3_ord=3,carol,4",  # 4 same video
-    f"{DMM}abc002/#reviews,alice,2",  # 5 kept, negative label
-    f"{DMM}abc002/,alice,2",  # 6 duplicate of line 5 (same stars), wins as the later line
-    f"{DMM}abc003/,bob,3",  # 7 conflicting: superseded by line 8
-    f"{DMM}abc003/,bob,5",  # 8 kept
-    ",bob,5",  # 9 missing_product_url
-    "N/A,bob,5",  # 10 invalid_product_url
-    f"{DMM}abc004/,  ,5",  # 11 missing_reviewer_id
-    f"{DMM}abc004/,dave,",  # 12 missing_stars
-    f"{DMM}abc004/,dave,4.5",  # 13 stars_not_integer
-    f"{DMM}abc004/,dave,6",  # 14 stars_out_of_range
-    f"{DMM}abc004/,dave,0",  # 15 stars_out_of_range
-    f"{DMM}abc004/,dave,★★★",  # 16 stars_not_numeric
-    f"{DMM}abc004/,dave,4.0",  # 17 kept: 4.0 is the integer 4
-    f"{DMM}abc004/,dave,4,extra",  # 18 ragged_line (load)
-    "https://example.com/v/9?utm=x,erin,5",  # 19 kept, non-DMM key
-]
-EXPECTED_REJECTS = {
-    5: "duplicate",
-    7: "conflicting_duplicate",
-    9: "missing_product_url",
-    10: "invalid_product_url",
-    11: "missing_reviewer_id",
-    12: "missing_stars",
-    13: "stars_not_integer",
-    14: "stars_out_of_range",
-    15: "stars_out_of_range",
-    16: "stars_not_numeric",
-    18: "ragged_line",
-}
 REGISTERED_ID = "11111111-2222-3333-4444-555555555555"
 
 

@@ -12,7 +12,9 @@ import pyarrow as pa
 import pytest
 from polars.testing import assert_frame_equal
 
+from tests.support.datasets import EDGE_CASE_LINES, EDGE_CASE_REJECTS
 from tests.support.pg_server import PgServer
+from tests.support.warehouses import build_duckdb, build_postgres
 from trainer.backends.base import RawLoad
 from trainer.backends.duckdb import DuckDBWarehouse
 from trainer.backends.postgres import PostgresWarehouse
@@ -238,6 +240,37 @@ def test_duckdb_and_postgres_give_identical_marts(built: Built, table: str) -> N
     assert duck.height > 0
     assert duck.height == pg.height
     assert_frame_equal(duck, pg, check_dtypes=False)
+
+
+# The hand-made scrape (every reject reason, URL spellings, duplicates) with unicode reviewer
+# ids and Unicode spaces added: the edge cases must agree too, not only a clean synthetic file.
+EDGE_EXTRA = [
+    "https://www.dmm.co.jp/digital/videoa/-/detail/=/cid=abc005/,\u3000ジョン\u3000,5",
+    "https://www.dmm.co.jp/digital/videoa/-/detail/=/cid=abc001/,ジョン,\u00a04\u00a0",
+    "https://www.dmm.co.jp/digital/videoa/-/detail/=/cid=abc006/,zoë,★",
+]
+
+
+def test_the_edge_case_file_gives_identical_marts_on_both_engines(
+    pg_env: PgServer, dbt_scratch: Path, tmp_path: Path
+) -> None:
+    csv = tmp_path / "edge.csv"
+    csv.write_text("\n".join(EDGE_CASE_LINES + EDGE_EXTRA) + "\n", encoding="utf-8")
+    duck_target = build_duckdb(csv, tmp_path / "edge.duckdb")
+    pg_target = build_postgres(pg_env, csv, "edge_parity")
+    with (
+        PostgresWarehouse.from_target(pg_target) as pg,
+        DuckDBWarehouse(duck_target.duckdb_path, read_only=True) as duck,
+    ):
+        for table, (query, keys) in PARITY.items():
+            ours, theirs = duck.read(query).sort(keys), pg.read(query).sort(keys)
+            assert ours.height == theirs.height, table
+            assert_frame_equal(ours, theirs, check_dtypes=False)
+        rejects = dict(pg.read("select line_number, reason from review_rejects").iter_rows())
+        users = set(pg.read("select distinct user_id from interactions")["user_id"])
+    extra_reject = len(EDGE_CASE_LINES) + len(EDGE_EXTRA)  # the last line: zoë's ★
+    assert rejects == {**EDGE_CASE_REJECTS, extra_reject: "stars_not_numeric"}
+    assert "ジョン" in users  # trimmed of U+3000 on both engines, one reviewer
 
 
 # -- the vector index rules: SQL functions that the publish and the dbt macro both call ---------

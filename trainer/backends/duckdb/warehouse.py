@@ -1,7 +1,7 @@
-"""The embedded default: one DuckDB file, nothing to start.
+"""The embedded DuckDB file as a Warehouse: raw load, reads, the publish, run records.
 
-Embeddings are FLOAT[D] arrays and similarity is exact (array_cosine_distance): at this scale a
-scan is fast enough and needs no index to keep fresh.
+Embeddings are FLOAT[D] arrays (no index: serving.py scans exactly). The file is also the app's
+database, so a publish brings its tables and macros up to date itself (_ensure_file_schema).
 """
 
 from __future__ import annotations
@@ -22,15 +22,14 @@ from trainer.backends.base import (
     Recommendation,
     ServingTables,
     Warehouse,
-    check_k,
     check_vectors,
-    check_video_ids,
     check_widths,
     pad_to,
 )
+from trainer.backends.duckdb import serving
 from trainer.errors import UserError
 
-SQL_DIR = Path(__file__).resolve().parents[2] / "sql" / "duckdb"
+SQL_DIR = Path(__file__).resolve().parents[3] / "sql" / "duckdb"
 
 
 class DuckDBWarehouse(Warehouse):
@@ -231,89 +230,18 @@ class DuckDBWarehouse(Warehouse):
         ).fetchall()
         return count > 0
 
-    # -- serving ------------------------------------------------------------------------------
+    # -- serving (queries in serving.py) -------------------------------------------------------
     def recommend(self, user_id: str, k: int) -> list[Recommendation]:
-        check_k(k)
-        known = self.con.execute(
-            "select exists(select 1 from user_embeddings where user_id = ?), "
-            "exists(select 1 from reviewed_videos where user_id = ?)",
-            [user_id, user_id],
-        ).fetchall()[0]
-        if not known[0] and not known[1]:
-            raise UserError(f"unknown user id {user_id!r}: no embedding and no reviews")
-        if known[0]:
-            sql = """
-                select cast(v.video_id as varchar), videos.product_url,
-                       1 - array_cosine_distance(v.embedding, u.embedding) as score
-                from video_embeddings as v
-                join user_embeddings as u on u.user_id = ?
-                join videos on videos.id = v.video_id
-                where not exists (
-                    select 1 from reviewed_videos as r
-                    where r.user_id = u.user_id and list_contains(r.video_ids, v.video_id))
-                order by score desc, v.video_id
-                limit ?"""
-        else:
-            sql = _POPULAR_SQL
-        rows = self.con.execute(sql, [user_id, k]).fetchall()
-        return [Recommendation(str(r[0]), r[1], float(r[2])) for r in rows]
+        return serving.recommend(self.con, user_id, k)
 
     def similar(self, video_id: str, k: int) -> list[Recommendation]:
-        """The model's order for someone whose one like is this video (user_vector_from_likes,
-        as Postgres's similar_videos), not the cosine of two video vectors."""
-        check_k(k)
-        (video_id,) = check_video_ids([video_id])
-        dim = self.embedding_column_dim("video_embeddings")
-        rows = self.con.execute(
-            f"""
-            with query as (
-                select cast(user_vector_from_likes([cast(? as uuid)]) as float[{dim}]) as embedding
-                where exists (select 1 from video_embeddings where video_id = cast(? as uuid))
-            )
-            select cast(v.video_id as varchar), videos.product_url,
-                   1 - array_cosine_distance(v.embedding, q.embedding) as score
-            from video_embeddings as v
-            cross join query as q
-            join videos on videos.id = v.video_id
-            where v.video_id <> cast(? as uuid)
-            order by score desc, v.video_id
-            limit ?""",
-            [video_id, video_id, video_id, k],
-        ).fetchall()
-        return [Recommendation(str(r[0]), r[1], float(r[2])) for r in rows]
+        return serving.similar(self.con, video_id, k, self.embedding_column_dim("video_embeddings"))
 
     def recommend_for_likes(self, video_ids: list[str], k: int) -> list[Recommendation]:
-        check_k(k)
-        likes = check_video_ids(video_ids)
-        known = self.con.execute(
-            "select count(*) from video_embeddings "
-            "where list_contains(cast(? as uuid[]), video_id)",
-            [likes],
-        ).fetchone()[0]
-        if not known:  # the macro's mean of nothing is not a vector
-            return []
-        rows = self.con.execute(
-            "select cast(video_id as varchar), product_url, score "
-            "from recommend_for_likes(cast(? as uuid[]), ?) where score is not null",
-            [likes, k],
-        ).fetchall()
-        return [Recommendation(str(r[0]), r[1], float(r[2])) for r in rows]
+        return serving.recommend_for_likes(self.con, video_ids, k)
 
     def close(self) -> None:
         self.con.close()
-
-
-# Users without a vector (reviewers with no positive in train) get the most-liked published
-# videos they have not reviewed: popular_videos, ranked at publish from the video_popularity mart.
-_POPULAR_SQL = """
-    select cast(p.video_id as varchar), videos.product_url, cast(p.positives as double) as score
-    from popular_videos as p
-    join videos on videos.id = p.video_id
-    where not exists (
-        select 1 from reviewed_videos as mine
-        where mine.user_id = ? and list_contains(mine.video_ids, p.video_id))
-    order by score desc, p.video_id
-    limit ?"""
 
 
 def _vectors_table(key: str, ids: list[str], padded: np.ndarray) -> pa.Table:
