@@ -4,7 +4,7 @@
     the same inside its publish transaction; both take the sizing rules (lists, probes,
     ef_search, build memory), the indexed dimensions and the active slot from the SQL functions
     of sql/postgres/003_functions.sql (public.ann_*, public.embedding_slot), their one home, so
-    the two cannot disagree. tests/backends/test_postgres_publish.py runs this macro against a
+    the two cannot disagree. tests/backends/test_postgres_ann.py runs this macro against a
     real Postgres.
 
     dbt run-operation rebuild_vector_index --args '{relation: public.video_embeddings}' --target postgres

@@ -1,5 +1,6 @@
 """A small published world on a real Postgres: registered videos, marts with reviews, and the
-helpers that publish random embeddings into it. Shared by the publish and the role tests."""
+helpers that publish random embeddings into it and read back what a reader sees. Shared by
+the publish, ANN index, serving and role tests."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import psycopg
 
 from tests.support.marts import create_postgres_marts
 from tests.support.pg_server import PgServer
-from trainer.backends.postgres import PostgresWarehouse
+from trainer.backends.postgres import ANN_INDEX_SUFFIX, PostgresWarehouse
 
 N_VIDEOS, N_USERS, MODEL_DIM = 240, 40, 32
 
@@ -84,3 +85,33 @@ def make_world(
     world = World(pg_env, db, wh, video_ids[:N_VIDEOS], user_ids[:N_USERS], reviewed)
     yield world
     wh.close()
+
+
+def published_slot(con: psycopg.Connection, view: str = "video_embeddings") -> str:
+    """The slot table the view reads."""
+    return con.execute("select public.embedding_slot(%s)", (view,)).fetchone()[0]
+
+
+def state(con: psycopg.Connection) -> dict:
+    """What a reader sees: versions, row counts, a checksum of the vectors, the index. One
+    statement, so the slot it names is the one its rows came from."""
+    row = con.execute(
+        "select (select array_agg(distinct model_version order by model_version) from "
+        "public.video_embeddings), (select array_agg(distinct model_version order by "
+        "model_version) from public.user_embeddings), (select count(*) from "
+        "public.video_embeddings), (select count(*) from public.user_embeddings), "
+        "(select md5(string_agg(video_id::text || embedding::text, ',' order by video_id)) "
+        "from public.video_embeddings), "
+        "to_regclass('public.' || public.embedding_slot('video_embeddings') || %s)::oid",
+        (ANN_INDEX_SUFFIX,),
+    ).fetchone()
+    keys = ("video_versions", "user_versions", "videos", "users", "checksum", "index_oid")
+    return dict(zip(keys, row, strict=True))
+
+
+def exact_top(world: World, v: np.ndarray, u: np.ndarray, user: str, k: int) -> list[str]:
+    norm_v = v / np.linalg.norm(v, axis=1, keepdims=True)
+    uvec = u[world.user_ids.index(user)]
+    scores = norm_v @ (uvec / np.linalg.norm(uvec))
+    order = [world.video_ids[i] for i in np.argsort(-scores)]
+    return [x for x in order if x not in world.reviewed[user]][:k]
