@@ -11,7 +11,7 @@ BENCH_REVIEWS ?= 1000000
 QUALITY_CSV ?=
 QUALITY_SYNTH ?= --synth longtail:100000 --synth dense:300000
 
-.PHONY: install demo build docs test lint bench bench-quality figures clean
+.PHONY: install demo build docs test lint chromium bench bench-quality figures clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,8 +45,17 @@ lint: install
 	$(BIN)/ruff format --check trainer tests benchmarks
 	$(BIN)/sqlfluff lint dbt_project/models dbt_project/tests
 
-test: lint
+test: lint chromium
 	$(BIN)/pytest -q
+
+## Debian's Chromium for the browser test (tests/e2e/test_report.py), installed when missing;
+## CHROMIUM_PATH names another browser instead (CI on GitHub: the runner's Chrome).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+chromium:
+	@command -v chromium >/dev/null || [ -n "$$CHROMIUM_PATH" ] || \
+	  $(SUDO) apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -qq && \
+	    $(SUDO) apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 
 ## The two-tower beside EASE, ALS and BPR, every choice made on the tune slice.
 bench-quality: install

@@ -28,10 +28,11 @@ from trainer.backends.duckdb import DuckDBWarehouse
 from trainer.backends.profiles import Target
 from trainer.ingest.load import load_reviews
 from trainer.ingest.synth import SynthConfig, write_synthetic_csv
-from trainer.jobs.report import table
+from trainer.jobs.text_tables import table
 from trainer.jobs.training import train_run
 from trainer.ml.config import OutputPaths, TrainConfig
 from trainer.ml.data import read_dataset
+from trainer.report import report_after_run
 from trainer.transform.dbt import run_dbt
 
 
@@ -90,6 +91,9 @@ def run(reviews: int, shape: str, workdir: Path, epochs: int | None = None) -> l
     started = time.perf_counter()
     with DuckDBWarehouse(db) as warehouse:
         summary = train_run(warehouse, cfg, out, publish=True, progress=False)
+        drawn = time.perf_counter()
+        report_after_run(warehouse, warehouse, workdir, summary.version)  # as `train` does
+        report = time.perf_counter() - drawn
     command = time.perf_counter() - started
     t = summary.timings
     vectors = summary.n_users + summary.n_videos
@@ -102,7 +106,8 @@ def run(reviews: int, shape: str, workdir: Path, epochs: int | None = None) -> l
     rows.append(["write model + parquet", t["write_files_seconds"], ""])
     rows.append(["publish to DuckDB tables", t["publish_seconds"],
                  f"{vectors / t['publish_seconds']:,.0f} vectors/s"])  # fmt: skip
-    rows.append(["whole train command (read .. write)", command, ""])
+    rows.append(["run report (HTML, plots)", report, ""])
+    rows.append(["whole train command (read .. report)", command, ""])
     als = als_seconds(workdir)
     if als is not None:
         rows.append(["implicit ALS fit, same train split", als,

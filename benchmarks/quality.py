@@ -34,7 +34,7 @@ from trainer.backends.duckdb import DuckDBWarehouse
 from trainer.backends.profiles import Target
 from trainer.ingest.load import load_reviews
 from trainer.ingest.synth import SynthConfig, write_synthetic_csv
-from trainer.jobs.report import table
+from trainer.jobs.text_tables import table
 from trainer.ml.config import TrainConfig
 from trainer.ml.data import SPLITS_SQL, Csr, Dataset, build_dataset
 from trainer.ml.evaluate import embedding_scorer, evaluate, popularity_scorer

@@ -9,6 +9,7 @@ import numpy as np
 import psycopg
 import pytest
 
+from tests.support.browser import look, screenshot_dir
 from tests.support.pg_server import PgServer
 from tests.support.warehouses import output_flags
 from trainer.cli import main
@@ -92,6 +93,13 @@ def test_two_weekly_runs_publish_then_replace_and_a_rollback_restores(
             "where not exists (select 1 from public.videos as v where v.id = i.video_id)"
         ).fetchone()
     assert unregistered == (0,)  # the publish registered every video
+    # each weekly run wrote its report beside its model files; the second shows both runs
+    assert (out / f"report_{runs[0][0]}.html").exists()
+    report = out / f"report_{runs[1][0]}.html"
+    seen = look(report.as_uri(), screenshot_dir() / "report_postgres_weekly.png")
+    assert seen.errors == [] and seen.broken_images == [] and seen.images == 8
+    assert runs[0][0] in seen.text and "Gate: passed" in seen.text
+    assert len([u for u in seen.links if "dmm.co.jp" in u]) >= 30  # served by recommend_videos
     assert [r[1:] for r in runs] == [(True, True), (True, True)]
     assert versions == [(runs[-1][0],)]  # only the new version's vectors remain
     assert len(indexes) == 1  # built for the new embedding space (its slot) only

@@ -314,9 +314,18 @@ def test_retrain_uses_pgvector_service_and_the_pipeline() -> None:
     # client tools at least as new as the service (and so as production)
     assert image.endswith(f"pg{job['env']['PG_MAJOR']}")
     assert job["env"]["PG_BIN_DIR"] == f"/usr/lib/postgresql/{job['env']['PG_MAJOR']}/bin"
-    uploads = [s for s in job["steps"] if "actions/upload-artifact@" in s.get("uses", "")]
-    assert uploads and uploads[0]["with"]["path"] == "artifacts/"
-    assert uploads[0]["if"] == "always()"
+    uploads = {
+        s["with"]["path"]: s
+        for s in job["steps"]
+        if "actions/upload-artifact@" in s.get("uses", "")
+    }
+    assert uploads["artifacts/"]["if"] == "always()"
+    # the run report: its own artifact, uploaded whatever the verdict, linked from the summary
+    report = uploads["artifacts/report_*.html"]
+    assert report["if"] == "always()" and report["id"] == "report"
+    link = next(s for s in job["steps"] if "GITHUB_STEP_SUMMARY" in s.get("run", ""))
+    assert link["env"]["REPORT_URL"] == "${{ steps.report.outputs.artifact-url }}"
+    assert "$REPORT_URL" in link["run"] and names.index(link["name"]) > pipeline
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)

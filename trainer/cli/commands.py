@@ -53,12 +53,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from trainer.backends.profiles import load_target
     from trainer.backends.run_lock import run_lock
     from trainer.jobs.training import train_run
+    from trainer.report import report_after_run
 
     cfg = config_from_args(args)
     outputs = OutputPaths(args.out_model, args.out_video_emb, args.out_user_emb)
     target = load_target(args.target)
     with run_lock(target), connect(target) as warehouse:
         summary = train_run(warehouse, cfg, outputs, publish=args.publish, progress=not args.quiet)
+        report = report_after_run(warehouse, warehouse, outputs.out_model.parent, summary.version)
     print()
     print(
         f"model {summary.version}: {summary.n_users:,} users, {summary.n_videos:,} videos; "
@@ -67,7 +69,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     )
     print(summary.table())
     print()
-    for path in summary.artifact_paths:
+    for path in [*summary.artifact_paths, *([report] if report else [])]:
         print(f"wrote {path}")
     if args.publish:
         print("published video_embeddings and user_embeddings")
@@ -77,7 +79,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_recommend(args: argparse.Namespace) -> int:
     from trainer.backends import connect
     from trainer.backends.profiles import load_target
-    from trainer.jobs.report import table
+    from trainer.jobs.text_tables import table
 
     with connect(load_target(args.target)) as warehouse:
         if args.user is not None:
@@ -197,7 +199,25 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from trainer.backends import connect
+    from trainer.backends.profiles import load_target
+    from trainer.report import write_report
+
+    marts_target = load_target(args.target)
+    runs_target = load_target(args.runs_target) if args.runs_target else marts_target
+    with connect(marts_target) as marts:
+        if runs_target.name == marts_target.name:
+            path = write_report(marts, marts, args.out_dir, args.version)
+        else:
+            with connect(runs_target) as runs:
+                path = write_report(marts, runs, args.out_dir, args.version)
+    print(f"wrote {path}")
+    return 0
+
+
 COMMAND_HANDLERS = {
+    "report": _cmd_report,
     "migrate": _cmd_migrate,
     "snapshot": _cmd_snapshot,
     "pipeline": _cmd_pipeline,

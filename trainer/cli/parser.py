@@ -109,6 +109,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--column-dim", type=int, default=DEFAULT_COLUMN_DIM, help="embedding column dimension"
     )
 
+    report = sub.add_parser(
+        "report", help="draw a run's HTML report again from model_runs and the marts"
+    )
+    report.add_argument("--version", default=None, help="a model_runs version (default: latest)")
+    _target(report)
+    report.add_argument(
+        "--runs-target",
+        default=None,
+        help="where the run is recorded, if not --target (e.g. prod after `snapshot`)",
+    )
+    report.add_argument(
+        "--out-dir",
+        type=Path,
+        default=OutputPaths().out_model.parent,
+        help="folder for report_<version>.html (default: beside the model files)",
+    )
+
     sql = sub.add_parser("sql", help="run a query on the target and print the result")
     _target(sql)
     sql.add_argument("query")

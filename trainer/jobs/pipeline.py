@@ -22,7 +22,7 @@ import os
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,12 +33,13 @@ from trainer.errors import UserError
 from trainer.ingest.anonymize import key_from_env
 from trainer.ingest.load import load_reviews
 from trainer.jobs.notify import notify
-from trainer.jobs.report import markdown_table, summary_text
+from trainer.jobs.text_tables import markdown_table, summary_text
 from trainer.jobs.training import (
     Trained,
     read_serving_tables,
     run_record,
     train_and_evaluate,
+    unique_version,
     write_embeddings,
     write_latest,
     write_versioned,
@@ -54,7 +55,7 @@ from trainer.release.storage import (
     store_from_env,
     versioned_name,
 )
-from trainer.release.versions import first_free, new_version
+from trainer.report import report_after_run
 from trainer.transform.dbt import run_dbt
 
 
@@ -181,17 +182,13 @@ def _run_locked(
                 trained, verdict, published, error, stages, champion is not None, digest
             )
             record_and_report(warehouse, outcome, options, publish_target.name)
+            with connect(target) if separate else nullcontext(warehouse) as marts:
+                folder = options.outputs.out_model.parent  # beside the model files
+                if report := report_after_run(marts, warehouse, folder, version):
+                    print(f"wrote {report}")
     text = summary_text(outcome, options)
     exit_code = 0 if published and error is None else 1
     return PipelineResult(trained.artifact.version, verdict, published, stages, text, exit_code)
-
-
-def unique_version(warehouse: Warehouse) -> str:
-    """A new version name no run has recorded yet (the format: trainer/release/versions.py)."""
-    return first_free(
-        new_version(),
-        lambda version: warehouse.run_row(version) is not None,
-    )
 
 
 def evaluate_champion(store: ArtifactStore, trained: Trained, cfg: TrainConfig):
@@ -253,6 +250,7 @@ def record_and_report(
         "stages_seconds": stages,
         "timings": trained.timings,
         "epochs": trained.epochs,
+        "best_epoch": trained.artifact.metrics["best_epoch"],
         "gate": verdict.checks,
         "had_champion": outcome.had_champion,
         "forced": forced,

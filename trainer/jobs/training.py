@@ -17,7 +17,7 @@ import polars as pl
 from trainer.backends import ServingTables, Warehouse
 from trainer.errors import UserError
 from trainer.files import atomic_path
-from trainer.jobs.report import report_tables
+from trainer.jobs.text_tables import report_tables
 from trainer.ml.config import OutputPaths, TrainConfig
 from trainer.ml.data import Dataset, read_dataset
 from trainer.ml.evaluate import (
@@ -30,7 +30,7 @@ from trainer.ml.evaluate import (
 )
 from trainer.ml.train import select_and_fit
 from trainer.release.artifact import ModelArtifact, save_artifact
-from trainer.release.versions import new_version
+from trainer.release.versions import first_free, new_version
 
 
 @dataclass
@@ -182,6 +182,14 @@ def utc_now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+def unique_version(warehouse: Warehouse) -> str:
+    """A new version name no run has recorded yet (the format: trainer/release/versions.py)."""
+    return first_free(
+        new_version(),
+        lambda version: warehouse.run_row(version) is not None,
+    )
+
+
 def train_run(
     warehouse: Warehouse,
     cfg: TrainConfig,
@@ -192,7 +200,7 @@ def train_run(
     target: str = "",
 ) -> RunSummary:
     """`python -m trainer train`: train, evaluate, write files and (by default) publish."""
-    trained = train_and_evaluate(warehouse, cfg, progress, version)
+    trained = train_and_evaluate(warehouse, cfg, progress, version or unique_version(warehouse))
     timings = trained.timings
     started = time.perf_counter()
     paths = write_files(trained.artifact, outputs)
@@ -201,7 +209,12 @@ def train_run(
         started = time.perf_counter()
         write_embeddings(warehouse, trained.artifact)
         timings["publish_seconds"] = time.perf_counter() - started
-    notes = {"timings": timings, "epochs": trained.epochs, "command": "train"}
+    notes = {
+        "timings": timings,
+        "epochs": trained.epochs,
+        "best_epoch": trained.artifact.metrics["best_epoch"],
+        "command": "train",
+    }
     warehouse.record_run(run_record(trained, target, published=publish, notes=notes))
     data = trained.data
     return RunSummary(
