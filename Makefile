@@ -43,7 +43,7 @@ docs: install
 lint: install
 	$(BIN)/ruff check trainer tests benchmarks
 	$(BIN)/ruff format --check trainer tests benchmarks
-	$(BIN)/sqlfluff lint dbt_project/models dbt_project/tests
+	$(BIN)/sqlfluff lint dbt_project/models dbt_project/tests dbt_project/analyses
 
 test: lint chromium
 	$(BIN)/pytest -q

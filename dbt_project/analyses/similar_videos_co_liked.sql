@@ -75,12 +75,13 @@ scored as (
 select
     scored.query_video_id,
     scored.video_id,
-    videos.product_url,
+    catalog.product_url,
     scored.co_positives,
     scored.positives,
     round(cast(scored.similarity as decimal(18, 6)), 4) as similarity
 from scored
-left join {{ source('app', 'videos') }} as videos
-    on scored.video_id = videos.id
+-- the catalog names every reviewed video, registered in the app's videos yet or not
+left join {{ ref('video_catalog') }} as catalog
+    on scored.video_id = catalog.video_id
 order by scored.similarity desc, scored.co_positives desc, cast(scored.video_id as varchar) asc
 limit 10

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+import polars.selectors as cs
 import pyarrow as pa
 import pytest
 from polars.testing import assert_frame_equal
 
 from tests.support.datasets import EDGE_CASE_LINES, EDGE_CASE_REJECTS
 from tests.support.pg_server import PgServer
-from tests.support.warehouses import build_duckdb, build_postgres
+from tests.support.warehouses import build_duckdb, build_postgres, duckdb_target
 from trainer.backends.base import RawLoad
 from trainer.backends.duckdb import DuckDBWarehouse
 from trainer.backends.postgres import PostgresWarehouse
@@ -22,7 +24,7 @@ from trainer.backends.profiles import Target, load_target
 from trainer.ingest.load import load_reviews
 from trainer.ingest.synth import SynthConfig, write_synthetic_csv
 from trainer.ml.data import read_dataset
-from trainer.transform.dbt import run_dbt
+from trainer.transform.dbt import PROJECT_DIR, run_dbt
 
 # The app's tables are in `public` on Postgres, the marts in PGSCHEMA (recsys).
 PG_VARS: dict = {}  # app tables default to public on Postgres (see _sources.yml)
@@ -252,8 +254,10 @@ EDGE_EXTRA = [
 
 
 def test_the_edge_case_file_gives_identical_marts_on_both_engines(
-    pg_env: PgServer, dbt_scratch: Path, tmp_path: Path
+    pg_env: PgServer, dbt_scratch: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # build_postgres points PGDATABASE at its database: the module's `built` keeps its own after
+    monkeypatch.setenv("PGDATABASE", os.environ.get("PGDATABASE", "postgres"))
     csv = tmp_path / "edge.csv"
     csv.write_text("\n".join(EDGE_CASE_LINES + EDGE_EXTRA) + "\n", encoding="utf-8")
     duck_target = build_duckdb(csv, tmp_path / "edge.duckdb")
@@ -321,3 +325,36 @@ def test_the_publish_registers_the_marked_videos_once_and_dbt_then_finds_them(
     summary = dict(pg.read("select metric, value from quality_summary").iter_rows())
     assert summary["videos_ingested"] == 0  # all registered by the publish
     assert pg.read("select count(*) as n from video_catalog where register_at_publish")["n"][0] == 0
+
+
+# -- the saved analyses (dbt_project/analyses): the same answers on both engines -----------------
+def _compiled_analyses(target: Target, scratch: Path) -> dict[str, str]:
+    run_dbt(target, "compile", "--select", "resource_type:analysis", quiet=True)
+    folder = scratch / "target" / "compiled" / "reviews_two_tower" / "analyses"
+    return {path.stem: path.read_text() for path in sorted(folder.glob("*.sql"))}
+
+
+def _comparable(frame: pl.DataFrame) -> pl.DataFrame:
+    """Numbers as floats (DuckDB's DECIMAL and Postgres's numeric arrive as different types),
+    rows in one order (ties in an analysis's own order may fall either way)."""
+    frame = frame.with_columns(cs.numeric().cast(pl.Float64))
+    return frame.sort(frame.columns)
+
+
+def test_the_saved_analyses_give_the_same_answers_on_both_engines(
+    built: Built, dbt_scratch: Path
+) -> None:
+    path = built.duck.path
+    built.duck.close()  # dbt opens the file itself
+    try:
+        duck_sql = _compiled_analyses(duckdb_target(path), dbt_scratch)
+    finally:
+        built.duck = DuckDBWarehouse(path, read_only=True)
+    pg_sql = _compiled_analyses(built.pg_target, dbt_scratch)
+    expected = {p.stem for p in (PROJECT_DIR / "analyses").glob("*.sql")}
+    assert set(duck_sql) == set(pg_sql) == expected and len(expected) >= 5
+    for name in sorted(expected):
+        duck, pg = built.duck.read(duck_sql[name]), built.pg.read(pg_sql[name])
+        assert duck.height > 0, name
+        assert duck.columns == pg.columns, name
+        assert_frame_equal(_comparable(duck), _comparable(pg), check_dtypes=False)
