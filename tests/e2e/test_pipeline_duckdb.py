@@ -458,3 +458,29 @@ def test_the_run_is_recorded_as_publishing_before_the_publish_commits(
     assert notes["status"] == "publishing" and notes["artifact_sha256"]
     final = json.loads(runs(tmp)[-1][4])
     assert final["status"] == "published" and final["artifact_sha256"] == notes["artifact_sha256"]
+
+
+def test_a_local_latest_file_that_cannot_be_written_still_leaves_a_true_record(
+    after_first, monkeypatch, capsys
+) -> None:
+    """The embeddings are live once the publish commits: a failure writing the local latest
+    files afterwards is an error the run record carries (exit 1), not a row left at
+    "publishing" for a model that serves."""
+    tmp = after_first.tmp
+
+    def full_disk(artifact, outputs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("trainer.jobs.pipeline.write_latest", full_disk)
+    capsys.readouterr()
+    assert after_first(*GOOD) == 1
+    first, second = (r[0] for r in runs(tmp))
+    _, gate_passed, published, _, notes = runs(tmp)[-1]
+    notes = json.loads(notes)
+    # as when `latest` cannot be moved: published (the vectors serve), the run failed, and why
+    assert gate_passed and published and notes["status"] == "failed"
+    assert notes["error"].startswith("embeddings published but the local latest files were not")
+    assert "No space left on device" in capsys.readouterr().out
+    assert published_versions(tmp) == {second}
+    finished = query(tmp, f"select finished_at from model_runs where model_version = '{second}'")
+    assert finished[0][0] is not None

@@ -177,7 +177,11 @@ def _run_locked(
                     except Exception as exc:  # recorded and reported below, then exit 1
                         error = f"publish failed, nothing was published: {exc}"
             if published:  # the local "latest" files follow what is live, and only that
-                write_latest(trained.artifact, options.outputs)
+                try:
+                    write_latest(trained.artifact, options.outputs)
+                except Exception as exc:  # live all the same: the record must say so, not hang
+                    unwritten = f"embeddings published but the local latest files were not: {exc}"
+                    error = error or unwritten
             outcome = Outcome(
                 trained, verdict, published, error, stages, champion is not None, digest
             )
