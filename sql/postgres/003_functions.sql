@@ -318,3 +318,25 @@ $$;
 comment on function public.recommend_for_me(integer) is
     'reviews_two_tower: top-k videos for the signed-in caller (the JWT sub claim), as '
     'recommend_videos for that id; the most liked videos when they have no published vector';
+
+-- Which published vector recommend_for_me would use for the signed-in caller: its model version,
+-- or null when the caller has none (recommend_for_me then answers with the popular list). The
+-- ai-recommend Edge Function asks first, so it can fold in the caller's likes instead and say
+-- which of the three it used. The id is the JWT `sub` claim, read as recommend_for_me reads it.
+create or replace function public.my_model_version()
+returns text
+language sql
+stable
+security definer
+set search_path = ''
+as $$
+    select u.model_version
+    from public.user_embeddings as u
+    where u.user_id = coalesce(
+        nullif(pg_catalog.current_setting('request.jwt.claim.sub', true), ''),
+        nullif(pg_catalog.current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub'
+    )
+$$;
+
+comment on function public.my_model_version() is
+    'reviews_two_tower: the model version of the signed-in caller''s published vector, or null';

@@ -56,6 +56,7 @@ declare
     functions jsonb := jsonb_build_object(
         'public.recommend_videos(text, integer)', jsonb_build_array(),
         'public.recommend_for_me(integer)', jsonb_build_array('authenticated'),
+        'public.my_model_version()', jsonb_build_array('authenticated'),
         'public.similar_videos(uuid, integer)', jsonb_build_array('anon', 'authenticated'),
         'public.recommend_for_likes(uuid[], integer)', jsonb_build_array('anon', 'authenticated'),
         -- the ANN rules (003): the trainer's and dbt's, not the app's

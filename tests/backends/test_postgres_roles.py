@@ -43,6 +43,7 @@ TABLE_MATRIX = {
 FUNCTION_MATRIX = {  # function -> the API roles that may execute it
     "public.recommend_videos(text, integer)": {"service_role"},
     "public.recommend_for_me(integer)": {"authenticated", "service_role"},
+    "public.my_model_version()": {"authenticated", "service_role"},
     "public.similar_videos(uuid, integer)": set(API_ROLES),
     "public.recommend_for_likes(uuid[], integer)": set(API_ROLES),
 }
@@ -227,6 +228,22 @@ def test_recommend_for_me_answers_for_the_jwt_and_nobody_else(world: World) -> N
             con.execute("select * from public.recommend_for_me(5)")
 
 
+def test_my_model_version_says_whether_the_caller_has_a_vector(world: World) -> None:
+    """What the Edge Function asks before recommend_for_me: vector, or likes / popular."""
+    me = world.user_ids[2]
+    with world.connect() as con:
+        for claims, expected in (
+            ({"sub": me, "role": "authenticated"}, "roles1"),
+            ({"sub": "cold_user", "role": "authenticated"}, None),  # reviews, no vector
+            ({"role": "authenticated"}, None),
+        ):
+            as_role(con, "authenticated", claims)
+            assert con.execute("select public.my_model_version()").fetchone() == (expected,)
+        as_role(con, "anon", {"sub": me, "role": "anon"})
+        with pytest.raises(psycopg.errors.InsufficientPrivilege), con.transaction():
+            con.execute("select public.my_model_version()")
+
+
 def test_visitors_get_similar_videos_and_recommendations_from_likes(world: World) -> None:
     video, likes = world.video_ids[0], world.video_ids[5:8]
     with world.connect() as con:
@@ -273,8 +290,10 @@ def test_a_role_without_grants_reads_and_calls_nothing(world: World) -> None:
                 con.execute(f"select 1 from public.{relation}")
         for function in FUNCTION_MATRIX:
             name = function.split("(")[0]
-            args = {"recommend_videos": "('user000', 5)", "recommend_for_me": "(5)"}.get(
-                name.split(".")[1], "(null, 5)"
-            )
+            args = {
+                "recommend_videos": "('user000', 5)",
+                "recommend_for_me": "(5)",
+                "my_model_version": "()",
+            }.get(name.split(".")[1], "(null, 5)")
             with pytest.raises(psycopg.errors.InsufficientPrivilege), con.transaction():
                 con.execute(f"select * from {name}{args}")
