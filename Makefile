@@ -11,7 +11,7 @@ BENCH_REVIEWS ?= 1000000
 QUALITY_CSV ?=
 QUALITY_SYNTH ?= --synth longtail:100000 --synth dense:300000
 
-.PHONY: install demo build docs test lint chromium bench bench-quality figures clean
+.PHONY: install demo build docs test lint chromium edge bench bench-quality figures clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,8 +45,21 @@ lint: install
 	$(BIN)/ruff format --check trainer tests benchmarks
 	$(BIN)/sqlfluff lint dbt_project/models dbt_project/tests dbt_project/analyses
 
-test: lint chromium
+test: lint chromium edge
 	$(BIN)/pytest -q
+
+## The ai-recommend Edge Function: deno fmt/lint/check and its tests. Deno comes from the npm
+## registry into .tools/ (the `deno` package ships the binary); its npm imports are cached there
+## once, pinned by deno.lock (--frozen: a changed lock fails instead of resolving anew).
+DENO := .tools/node_modules/.bin/deno
+EDGE := supabase/functions/ai-recommend
+$(DENO):
+	npm install --prefix .tools --no-audit --no-fund --silent deno@2.9.6
+edge: $(DENO)
+	cd $(EDGE) && export DENO_DIR=$(CURDIR)/.tools/deno-cache && \
+	  $(CURDIR)/$(DENO) fmt --check && $(CURDIR)/$(DENO) lint && \
+	  $(CURDIR)/$(DENO) check --frozen index.ts handler_test.ts && \
+	  $(CURDIR)/$(DENO) test --frozen --allow-env handler_test.ts
 
 ## Debian's Chromium for the browser test (tests/e2e/test_report.py), installed when missing;
 ## CHROMIUM_PATH names another browser instead (CI on GitHub: the runner's Chrome).
