@@ -5,32 +5,17 @@ likes table with its own row level security."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.support.fake_postgrest import ANON_KEY, fake_supabase
+from tests.support.edge_function import call, served_function
+from tests.support.fake_postgrest import fake_supabase
 from tests.support.pg_server import PgServer
 from tests.support.serving_world import World, make_world, publish
 
-ROOT = Path(__file__).resolve().parents[2]
-FUNCTION = ROOT / "supabase" / "functions" / "ai-recommend"
-DENO = ROOT / ".tools" / "node_modules" / ".bin" / "deno"
 LIKER = "aaaaaaaa-0000-4000-8000-000000000001"  # an app user (not a reviewer) with likes
 STRANGER = "aaaaaaaa-0000-4000-8000-000000000002"  # an app user with no likes
-SERVE = """
-import { handle } from "%(fn)s/handler.ts";
-import { configFromEnv, supabaseStore } from "%(fn)s/store.ts";
-const config = configFromEnv(Deno.env);
-Deno.serve({ port: 0, hostname: "127.0.0.1", onListen: ({ port }) => console.log(`port ${port}`) },
-  (request) => handle(request, (req) => supabaseStore(req, config)));
-"""
 
 
 @pytest.fixture(scope="module")
@@ -56,45 +41,16 @@ def world(pg_env: PgServer) -> Iterator[World]:
 
 
 @pytest.fixture(scope="module")
-def function_url(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def function_url(world: World) -> Iterator[str]:
     """The function served by Deno against the stand-in project; yields its URL."""
-    assert DENO.exists(), f"no Deno at {DENO}: `make edge` installs it"
     users = {"jwt-reviewer": world.user_ids[2], "jwt-liker": LIKER, "jwt-stranger": STRANGER}
-    with fake_supabase(world.pg.conninfo(world.db), users) as project:
-        serve = tmp_path_factory.mktemp("edge") / "serve.ts"
-        serve.write_text(SERVE % {"fn": FUNCTION.as_posix()})
-        env = {
-            **os.environ,
-            "DENO_DIR": str(ROOT / ".tools" / "deno-cache"),
-            "SUPABASE_URL": project,
-            "SUPABASE_ANON_KEY": ANON_KEY,
-            "RECOMMEND_LIKES_TABLE": "app_likes",
-            "RECOMMEND_LIKES_ORDER_COLUMN": "created_at",
-        }
-        command = [str(DENO), "run", "--quiet", "--frozen", "--config", str(FUNCTION / "deno.json"),
-                   "--allow-net=127.0.0.1", "--allow-env", "--allow-read", str(serve)]  # fmt: skip
-        deno = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
-        try:
-            line = deno.stdout.readline()
-            assert line.startswith("port "), f"deno did not start: {line!r}"
-            yield f"http://127.0.0.1:{line.split()[1]}"
-        finally:
-            deno.terminate()
-            deno.wait(timeout=10)
-
-
-def call(url: str, body: dict, token: str = ANON_KEY) -> tuple[int, dict]:
-    request = urllib.request.Request(
-        url,
-        data=json.dumps(body).encode(),
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+    with (
+        fake_supabase(world.pg.conninfo(world.db), users) as project,
+        served_function(
+            project, RECOMMEND_LIKES_TABLE="app_likes", RECOMMEND_LIKES_ORDER_COLUMN="created_at"
+        ) as url,
+    ):
+        yield url
 
 
 def direct(world: World, statement: str, params: tuple) -> list[str]:
