@@ -4,18 +4,16 @@ both pages load without a console error or a broken image, readable at a phone's
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import re
-import threading
-from collections.abc import Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 
 from tests.support.browser import PHONE_WIDTH, look, screenshot_dir
+from tests.support.loopback import serving
 from tests.support.warehouses import build_duckdb, duckdb_target
 from trainer.cli import main
 from trainer.ingest.synth import SynthConfig, write_synthetic_csv
@@ -94,21 +92,9 @@ class Quiet(SimpleHTTPRequestHandler):
         pass
 
 
-@contextlib.contextmanager
-def served(folder: Path) -> Iterator[str]:
-    """`folder` over HTTP on loopback, as `dbt docs serve` shows the site."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def test_the_dbt_docs_load_cleanly(trained) -> None:
-    with served(trained["docs"]) as url:
+    # over HTTP on loopback, as `dbt docs serve` shows the site
+    with serving(functools.partial(Quiet, directory=str(trained["docs"]))) as url:
         # the page analysts read most: a mart with its columns described
         page = f"{url}/index.html#!/model/model.reviews_two_tower.interactions"
         docs = look(page, screenshot_dir() / "dbt_docs.png", settle_ms=2000)

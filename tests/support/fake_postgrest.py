@@ -16,15 +16,16 @@ verifying a JWT's signature is Auth's job, not what this test is about.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qsl, urlsplit
 
 import psycopg
 from psycopg import sql
+
+from tests.support.loopback import serving
 
 ANON_KEY = "anon-key-for-tests"
 
@@ -159,11 +160,5 @@ def fake_supabase(conninfo: str, users: dict[str, str]) -> Iterator[str]:
     """Serve the project on loopback; `users` maps a user's token to their auth uid (`sub`).
     Yields the project URL (SUPABASE_URL)."""
     tokens = {ANON_KEY: Caller("anon"), **{t: Caller("authenticated", s) for t, s in users.items()}}
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(conninfo, tokens))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(_handler(conninfo, tokens)) as url:
+        yield url

@@ -117,6 +117,8 @@ def models(data: ReportData) -> str | None:
     names = [m for m in MODELS if m in metrics]
     if not names:
         return None
+    champion = ((data.run.get("notes") or {}).get("gate") or {}).get("champion")
+    gated = _gate_metric(data.run)
     fig, axes = _row(3)
     for ax, metric in zip(axes, ("recall@10", "ndcg@10", "coverage@10"), strict=True):
         values = [metrics[m]["metrics"].get(metric, 0.0) for m in names]
@@ -126,8 +128,7 @@ def models(data: ReportData) -> str | None:
             errors.append((value - low, high - value))
         ax.bar(names, values, color=[COLORS[m] for m in names],
                yerr=list(zip(*errors, strict=True)), capsize=4)  # fmt: skip
-        champion = ((data.run.get("notes") or {}).get("gate") or {}).get("champion")
-        if champion is not None and metric == _gate_metric(data.run):
+        if champion is not None and metric == gated:
             ax.axhline(champion, color="#cf222e", linestyle="--", label="champion")
             ax.legend(fontsize=8)
         ax.set_title(metric + (" (95% CI)" if metric != "coverage@10" else ""))

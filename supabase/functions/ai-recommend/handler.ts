@@ -72,63 +72,58 @@ function videoIds(value: unknown): string[] {
   return [...new Set(value.map((v, i) => videoId(v, `video_ids[${i}]`)))];
 }
 
-async function answer(store: Store, body: Record<string, unknown>): Promise<Response> {
-  const k = boundedK(body.k);
+interface Found {
+  source: Source;
+  results: Row[];
+  version?: string; // the caller's vector's; else the version the serving tables hold
+}
+
+/** The rows for one valid body, and where they came from; a Response for a refused caller. */
+async function find(
+  store: Store,
+  body: Record<string, unknown>,
+  k: number,
+): Promise<Found | Response> {
   switch (body.mode) {
-    case "likes": {
-      const rows = await store.recommendForLikes(videoIds(body.video_ids), k);
-      return json(200, {
-        mode: "likes",
+    case "likes":
+      return {
         source: "likes",
-        model_version: await store.servedVersion(),
-        results: rows,
-      });
-    }
-    case "similar": {
-      const rows = await store.similar(videoId(body.video_id, "video_id"), k);
-      return json(200, {
-        mode: "similar",
+        results: await store.recommendForLikes(videoIds(body.video_ids), k),
+      };
+    case "similar":
+      return {
         source: "similar",
-        model_version: await store.servedVersion(),
-        results: rows,
-      });
-    }
+        results: await store.similar(videoId(body.video_id, "video_id"), k),
+      };
     case "me": {
       if (await store.userId() === null) {
         return json(401, { error: "mode me needs a signed-in user (Authorization: Bearer <jwt>)" });
       }
       const version = await store.myModelVersion();
       if (version !== null) {
-        return json(200, {
-          mode: "me",
-          source: "vector",
-          model_version: version,
-          results: await store.recommendForMe(k),
-        });
+        return { source: "vector", results: await store.recommendForMe(k), version };
       }
       const likes = await store.myLikes(MAX_LIKES);
-      if (likes.length > 0) {
-        const rows = await store.recommendForLikes(likes, k);
-        if (rows.length > 0) {
-          return json(200, {
-            mode: "me",
-            source: "likes",
-            model_version: await store.servedVersion(),
-            results: rows,
-          });
-        }
-      }
-      const rows = await store.recommendForMe(k); // no vector: the popular list, own reviews out
-      return json(200, {
-        mode: "me",
-        source: "popular",
-        model_version: await store.servedVersion(),
-        results: rows,
-      });
+      const liked = likes.length > 0 ? await store.recommendForLikes(likes, k) : [];
+      if (liked.length > 0) return { source: "likes", results: liked };
+      // no vector, no usable likes: the popular list, the caller's own reviews left out
+      return { source: "popular", results: await store.recommendForMe(k) };
     }
     default:
       throw new BadRequest('mode must be "me", "likes" or "similar"');
   }
+}
+
+async function answer(store: Store, body: Record<string, unknown>): Promise<Response> {
+  const found = await find(store, body, boundedK(body.k));
+  if (found instanceof Response) return found;
+  const version = found.version ?? await store.servedVersion();
+  return json(200, {
+    mode: body.mode,
+    source: found.source,
+    model_version: version,
+    results: found.results,
+  });
 }
 
 /** One request: CORS preflight, POST with a JSON body, or an error. `storeFor` builds the
