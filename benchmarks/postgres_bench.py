@@ -17,6 +17,9 @@ tables there: use a scratch database). Prints:
     serving tables' refresh and the ANN index build are reported apart. And the bound: binary
     COPY of the video vectors into a fresh table with only a primary key
   - recommend_videos() p50/p95 over 100 users (and for users without a vector: popular)
+  - recommend_videos() and recommend_for_likes() p50/p95 side by side: plain and with
+    p_exclude, 50 ids drawn from each call's own unexcluded top answers (and whether the ANN
+    index is still used with them)
   - ANN recall@10 of recommend_videos() and similar_videos() against exact search (the same
     function with index scans disabled), on trained embeddings (or random unit vectors with
     --random-vectors, labelled as such)

@@ -20,43 +20,138 @@ from trainer.backends.postgres import (
     ivfflat_probes,
 )
 
+EXCLUDED = 50  # ids excluded per call in the "with exclude" figures
+
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def explain_recommend(con: psycopg.Connection, user_id: str, k: int) -> str:
-    """The plan recommend_videos runs (its body, with its SET clauses, as a prepared statement)."""
-    body, config = con.execute(
-        "select prosrc, proconfig from pg_proc where oid = "
-        "'public.recommend_videos(text, integer)'::regprocedure"
+def explain_function(con: psycopg.Connection, signature: str, args: tuple) -> str:
+    """The plan a serving function runs for `args` (its body, with its SET clauses, as a prepared
+    statement: the planner sees the function's own statement, ANN index scan or not)."""
+    body, config, names, types = con.execute(
+        "select prosrc, proconfig, proargnames[1:pronargs], "
+        "array(select format_type(t, null) from unnest(proargtypes) with ordinality as a(t, n) "
+        "order by n) from pg_proc where oid = %s::regprocedure",
+        (signature,),
     ).fetchone()
-    body = re.sub(r"\bp_user_id\b", "$1", body)
-    body = re.sub(r"(?<![.\w])k\b", "$2::integer", body)
+    for i, (name, type_) in enumerate(zip(names, types, strict=True), 1):
+        body = re.sub(rf"(?<![.\w]){name}\b", f"${i}::{type_}", body)
+    values = sql.SQL(", ").join(
+        sql.SQL("{}::{}").format(sql.Literal(v), sql.SQL(t))
+        for v, t in zip(args, types, strict=True)
+    )
     with con.transaction():
         for item in config:
             name, value = item.split("=", 1)
             con.execute("select set_config(%s, %s, true)", (name, value.strip('"')))
-        con.execute(f"prepare _rec(text, integer) as {body}")
+        con.execute(f"prepare _explained({', '.join(types)}) as {body}")
         plan = con.execute(
             sql.SQL(
-                "explain (analyze, costs off, timing off, summary on) execute _rec({}, {})"
-            ).format(sql.Literal(user_id), sql.Literal(k))
+                "explain (analyze, costs off, timing off, summary on) execute _explained({})"
+            ).format(values)
         ).fetchall()
-        con.execute("deallocate _rec")
+        con.execute("deallocate _explained")
     return "\n".join(row[0] for row in plan)
 
 
-def latencies(con: psycopg.Connection, users: list[str], k: int) -> list[float]:
-    for user in users[:10]:  # warm the cache and the plan
-        con.execute("select * from public.recommend_videos(%s, %s)", (user, k)).fetchall()
+def explain_recommend(
+    con: psycopg.Connection, user_id: str, k: int, exclude: list[str] | None = None
+) -> str:
+    """The plan recommend_videos runs for one user (optionally with p_exclude)."""
+    return explain_function(
+        con, "public.recommend_videos(text, integer, uuid[])", (user_id, k, exclude)
+    )
+
+
+def latencies(
+    con: psycopg.Connection,
+    users: list[str],
+    k: int,
+    exclude: dict[str, list[str]] | None = None,
+) -> list[float]:
+    """recommend_videos per user, in ms; `exclude` (per user) passed as p_exclude."""
+    return call_latencies(con, "recommend_videos", [(u,) for u in users], k, exclude)
+
+
+def call_latencies(
+    con: psycopg.Connection,
+    function: str,
+    calls: list[tuple],
+    k: int,
+    exclude: dict | None = None,
+    rows: list[int] | None = None,
+) -> list[float]:
+    """One serving function per call (its leading arguments), in ms; `exclude` maps a call's
+    first argument to its p_exclude; `rows` (when given) collects each call's row count."""
+    cast = "::uuid[]" if function == "recommend_for_likes" else ""
+    statement = f"select * from public.{function}(%s{cast}, %s, %s::uuid[])"
+
+    def params(args: tuple) -> tuple:
+        key = tuple(args[0]) if isinstance(args[0], list) else args[0]
+        return (*args, k, (exclude or {}).get(key))
+
+    for args in calls[:10]:  # warm the cache and the plan
+        con.execute(statement, params(args)).fetchall()
     out = []
-    for user in users:
+    for args in calls:
         started = time.perf_counter()
-        con.execute("select * from public.recommend_videos(%s, %s)", (user, k)).fetchall()
+        got = con.execute(statement, params(args)).fetchall()
         out.append((time.perf_counter() - started) * 1000)
+        if rows is not None:
+            rows.append(len(got))
     return out
+
+
+def top_answers(
+    con: psycopg.Connection, function: str, calls: list[tuple], n: int
+) -> dict[object, list[str]]:
+    """The first n ids each call answers without exclusions: what an app would have shown
+    already, the p_exclude of the "with exclude" figures."""
+    cast = "::uuid[]" if function == "recommend_for_likes" else ""
+    out: dict[object, list[str]] = {}
+    for args in calls:
+        rows = con.execute(
+            f"select video_id::text from public.{function}(%s{cast}, %s)", (*args, n)
+        ).fetchall()
+        key = tuple(args[0]) if isinstance(args[0], list) else args[0]
+        out[key] = [row[0] for row in rows]
+    return out
+
+
+def _side_by_side(r: dict, label: str, plain: list[float], excluded: list[float], n: int) -> None:
+    r[f"{label} p50/p95 ms: plain | {n} excluded"] = (
+        f"{statistics.median(plain):.2f} / {percentile(plain, 0.95):.2f} | "
+        f"{statistics.median(excluded):.2f} / {percentile(excluded, 0.95):.2f}"
+    )
+
+
+def measure_exclude(con: psycopg.Connection, data, sample: list[str], k: int, r: dict) -> str:
+    """recommend_videos and recommend_for_likes p50/p95 beside the same calls with p_exclude:
+    EXCLUDED ids drawn from each call's own unexcluded top answers (the app's already shown),
+    the worst case for an index scan that must skip them. Returns recommend_videos' plan with
+    the exclusions (to check the ANN index is still used)."""
+    n = EXCLUDED
+    users = [(u,) for u in sample]
+    shown = top_answers(con, "recommend_videos", users, n)
+    plain = call_latencies(con, "recommend_videos", users, k)
+    counts: list[int] = []
+    excluded = call_latencies(con, "recommend_videos", users, k, shown, counts)
+    _side_by_side(r, "recommend_videos", plain, excluded, n)
+    rng = np.random.default_rng(2)
+    likes = [
+        ([data.video_ids[i] for i in rng.choice(data.n_items, 5, replace=False)],) for _ in sample
+    ]
+    shown_likes = top_answers(con, "recommend_for_likes", likes, n)
+    plain = call_latencies(con, "recommend_for_likes", likes, k)
+    excluded = call_latencies(con, "recommend_for_likes", likes, k, shown_likes, counts)
+    _side_by_side(r, "recommend_for_likes (5 likes)", plain, excluded, n)
+    r[f"calls with {n} excluded that returned fewer than k rows"] = sum(c < k for c in counts)
+    plan = explain_recommend(con, sample[0], k, shown[sample[0]])
+    r[f"recommend with {n} excluded uses the ANN index"] = str(ANN_INDEX_SUFFIX in plan)
+    return plan
 
 
 def run(con: psycopg.Connection, function: str, args: tuple, k: int) -> list[str]:
@@ -89,7 +184,7 @@ def sweep(pg, data, items, users, sample, videos, k, r) -> None:
     """Recall@k and latency of both functions for a range of probes, then for hnsw."""
     con = pg.con
     exact: dict = {}
-    functions = ("recommend_videos(text, integer)", "similar_videos(uuid, integer)")
+    functions = ("recommend_videos(text, integer, uuid[])", "similar_videos(uuid, integer, uuid[])")
     calls = {
         "recommend": [("recommend_videos", (u,)) for u in sample],
         "similar": [("similar_videos", (v,)) for v in videos],
@@ -165,6 +260,8 @@ def measure_serving(args, pg: PostgresWarehouse, data, users, items, clock) -> s
         r["recall@10 similar_videos"] = round(
             recall(con, [("similar_videos", (v,)) for v in videos], args.k, exact), 4
         )
+    with clock(f"latency with {EXCLUDED} excluded"):
+        measure_exclude(con, data, sample, args.k, r)
     if args.sweep:
         sweep(pg, data, items, users, sample, videos, args.k, r)
     return plan

@@ -93,9 +93,9 @@
         alter index {{ adapter.quote(schema_name) }}.{{ adapter.quote(index_name ~ '_new') }}
             rename to {{ adapter.quote(index_name) }};
         {%- if serving %}
-        alter function {{ adapter.quote(schema_name) }}.recommend_videos(text, integer) {{ tuning }};
-        alter function {{ adapter.quote(schema_name) }}.similar_videos(uuid, integer) {{ similar_tuning }};
-        alter function {{ adapter.quote(schema_name) }}.recommend_for_likes(uuid[], integer) {{ tuning }};
+        alter function {{ adapter.quote(schema_name) }}.recommend_videos(text, integer, uuid[]) {{ tuning }};
+        alter function {{ adapter.quote(schema_name) }}.similar_videos(uuid, integer, uuid[]) {{ similar_tuning }};
+        alter function {{ adapter.quote(schema_name) }}.recommend_for_likes(uuid[], integer, uuid[]) {{ tuning }};
         {%- endif %}
         analyze {{ qualified }};
     {% endcall %}

@@ -77,11 +77,15 @@ create or replace macro user_vector_from_likes(likes) as (
     )
 );
 
-create or replace macro recommend_for_likes(likes, k) as table
+-- `exclude` (optional, a uuid[]; null or empty: none): videos never to return (already shown,
+-- disliked), as Postgres's p_exclude:
+--   select * from recommend_for_likes(likes, 10, exclude := ['<uuid>']::uuid[]);
+create or replace macro recommend_for_likes(likes, k, exclude := []) as table
     select v.id as video_id, v.product_url,
         1 - array_cosine_distance(e.embedding, user_vector_from_likes(likes)::float[{dim}]) as score
     from video_embeddings as e
     join videos as v on v.id = e.video_id
     where not list_contains(likes, e.video_id)
+        and not coalesce(list_contains(exclude, e.video_id), false)
     order by score desc, e.video_id
     limit k;

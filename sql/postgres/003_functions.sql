@@ -26,9 +26,20 @@
 -- re-creates these functions with it (render_migrations(..., ann_dim)).
 -- k is bounded in every function: at most {max_k} rows (trainer/backends/base.py:MAX_K), none for
 -- k <= 0 or null, so no caller (anon included) reads the whole catalog in one call.
+-- Each takes an optional p_exclude uuid[] last (videos the app already showed, or the caller
+-- disliked; null or empty: none), filtered in the same WHERE as the other exclusions, so the ANN
+-- search still runs through the index; callers bound its length (MAX_EXCLUDE in
+-- trainer/backends/base.py and the Edge Function), a longer array is simply used. Null elements
+-- are ignored (array_remove): `<> all` with a null in the array would filter out every row.
 -- Iterative index scans (pgvector >= 0.8) keep returning rows until k survive the filters
--- (already reviewed, the query video itself); plan_cache_mode = force_custom_plan plans each
--- call with its real k, so the planner picks the ANN index instead of a sort of the table.
+-- (already reviewed, the query video itself, p_exclude); plan_cache_mode = force_custom_plan
+-- plans each call with its real k, so the planner picks the ANN index instead of a sort of the
+-- table.
+-- Ties: videos reviewed by exactly the same users can have identical vectors, and an index scan
+-- returns equal distances in no fixed order. Each function therefore takes 2k candidates from the
+-- index and keeps the first k by (score desc, video_id), the order DuckDB's macros and the Python
+-- artifact use, so the three give the same top k (tests/backends/test_cold_start.py) unless a
+-- tie group is larger than k.
 
 -- ---------------------------------------------------------------------------------------------
 -- The ANN rules. Plain functions of their arguments (no table read); service_role only (004).
@@ -109,7 +120,17 @@ $$;
 -- ---------------------------------------------------------------------------------------------
 -- The serving functions.
 
-create or replace function public.recommend_videos(p_user_id text, k integer default 10)
+-- Their signatures before p_exclude: dropped, so no overload is left (a call with two arguments
+-- would be ambiguous); 004 grants the new ones. Function bodies in `as $$ ... $$` record no
+-- dependency, so recommend_for_me goes first only for the reader.
+drop function if exists public.recommend_for_me(integer);
+drop function if exists public.recommend_videos(text, integer);
+drop function if exists public.similar_videos(uuid, integer);
+drop function if exists public.recommend_for_likes(uuid[], integer);
+
+create or replace function public.recommend_videos(
+    p_user_id text, k integer default 10, p_exclude uuid[] default null
+)
 returns table (video_id uuid, product_url text, score double precision)
 language sql
 stable
@@ -147,14 +168,16 @@ as $$
         where
             exists (select 1 from me)
             and e.video_id not in (select r.video_id from reviewed as r)
+            and e.video_id <> all(coalesce(pg_catalog.array_remove(p_exclude, null), '{}'))
         order by
             {vector_schema}.subvector(e.embedding, 1, {ann_dim})::{vector_schema}.vector({ann_dim})
             operator({vector_schema}.<=>) (select me.embedding from me)
-        limit least(greatest(k, 0), {max_k})
+        limit 2 * least(greatest(k, 0), {max_k})
     ),
 
     -- Users without one (no train positive yet, or unknown to the model): the most liked
-    -- published videos they have not reviewed (public.popular_videos, ranked at publish).
+    -- published videos they have not reviewed (public.popular_videos, ranked at publish), nor
+    -- excluded.
     popular as materialized (
         select
             p.video_id,
@@ -163,6 +186,7 @@ as $$
         where
             not exists (select 1 from me)
             and p.video_id not in (select r.video_id from reviewed as r)
+            and p.video_id <> all(coalesce(pg_catalog.array_remove(p_exclude, null), '{}'))
         order by p.positives desc, p.video_id
         limit least(greatest(k, 0), {max_k})
     )
@@ -178,12 +202,14 @@ as $$
     limit least(greatest(k, 0), {max_k})
 $$;
 
-comment on function public.recommend_videos(text, integer) is
+comment on function public.recommend_videos(text, integer, uuid[]) is
     'reviews_two_tower: top-k videos for a reviewer by cosine similarity of the published '
-    'embeddings, excluding videos the user reviewed; the most liked videos for a user without '
-    'an embedding';
+    'embeddings, excluding videos the user reviewed and p_exclude; the most liked videos for a '
+    'user without an embedding';
 
-create or replace function public.similar_videos(p_video_id uuid, k integer default 10)
+create or replace function public.similar_videos(
+    p_video_id uuid, k integer default 10, p_exclude uuid[] default null
+)
 returns table (video_id uuid, product_url text, score double precision)
 language sql
 stable
@@ -217,28 +243,35 @@ as $$
             {vector_schema}.subvector(e.embedding, 1, {ann_dim})::{vector_schema}.vector({ann_dim})
             operator({vector_schema}.<=>) (select query.embedding from query) as distance
         from public.video_embeddings as e
-        where exists (select 1 from query) and e.video_id <> p_video_id
+        where
+            exists (select 1 from query)
+            and e.video_id <> p_video_id
+            and e.video_id <> all(coalesce(pg_catalog.array_remove(p_exclude, null), '{}'))
         order by
             {vector_schema}.subvector(e.embedding, 1, {ann_dim})::{vector_schema}.vector({ann_dim})
             operator({vector_schema}.<=>) (select query.embedding from query)
-        limit least(greatest(k, 0), {max_k})
+        limit 2 * least(greatest(k, 0), {max_k})
     )
 
     select n.video_id, v.product_url, 1 - n.distance as score
     from nearest as n
     inner join public.videos as v on v.id = n.video_id
     order by 3 desc, 1
+    limit least(greatest(k, 0), {max_k})
 $$;
 
-comment on function public.similar_videos(uuid, integer) is
-    'reviews_two_tower: the k published videos closest to one video (cosine)';
+comment on function public.similar_videos(uuid, integer, uuid[]) is
+    'reviews_two_tower: the k published videos closest to one video (cosine), p_exclude left '
+    'out';
 
 -- A visitor known only by the videos they liked (an app user without reviews): the user tower on
 -- those likes, [0, 1, normalised mean of their coordinates 3..] in the published layout
 -- (trainer/ml/model.py: fold_in; DuckDB's recommend_for_likes macro), ranked through the ANN index
--- like recommend_videos, the liked videos excluded. None of the likes published: no rows (the
--- caller decides what to show instead, e.g. popular_videos).
-create or replace function public.recommend_for_likes(p_video_ids uuid[], k integer default 10)
+-- like recommend_videos, the liked videos (and p_exclude) excluded. None of the likes published:
+-- no rows (the caller decides what to show instead, e.g. popular_videos).
+create or replace function public.recommend_for_likes(
+    p_video_ids uuid[], k integer default 10, p_exclude uuid[] default null
+)
 returns table (video_id uuid, product_url text, score double precision)
 language sql
 stable
@@ -275,30 +308,56 @@ as $$
             {vector_schema}.subvector(e.embedding, 1, {ann_dim})::{vector_schema}.vector({ann_dim})
             operator({vector_schema}.<=>) (select query.embedding from query) as distance
         from public.video_embeddings as e
-        where exists (select 1 from query) and e.video_id <> all(p_video_ids)
+        where
+            exists (select 1 from query)
+            and e.video_id <> all(p_video_ids)
+            and e.video_id <> all(coalesce(pg_catalog.array_remove(p_exclude, null), '{}'))
         order by
             {vector_schema}.subvector(e.embedding, 1, {ann_dim})::{vector_schema}.vector({ann_dim})
             operator({vector_schema}.<=>) (select query.embedding from query)
-        limit least(greatest(k, 0), {max_k})
+        limit 2 * least(greatest(k, 0), {max_k})
     )
 
     select n.video_id, v.product_url, 1 - n.distance as score
     from nearest as n
     inner join public.videos as v on v.id = n.video_id
     order by 3 desc, 1
+    limit least(greatest(k, 0), {max_k})
 $$;
 
-comment on function public.recommend_for_likes(uuid[], integer) is
+comment on function public.recommend_for_likes(uuid[], integer, uuid[]) is
     'reviews_two_tower: top-k videos for someone known only by the videos they liked (the user '
-    'tower on those likes), excluding them';
+    'tower on those likes), excluding them and p_exclude';
 
--- The signed-in app user: their published vector when they have one (a reviewer id equal to their
--- auth uid), else the popular list, exactly recommend_videos for that id. The id is the `sub`
--- claim of the request's verified JWT, read as Supabase's auth.uid() reads it (PostgREST sets
--- request.jwt.claims; older versions request.jwt.claim.sub), so the function needs no auth schema
--- and runs on plain Postgres. No claim (anon, a direct connection): nobody's vector, the popular
--- list. recommend_videos' own search settings apply to the call.
-create or replace function public.recommend_for_me(k integer default 10)
+-- The signed-in caller's user_id in the marts and in user_embeddings: 'app:' || the `sub` claim of
+-- the request's verified JWT (the auth uid), the key the dbt macro app_user_key gives the app's
+-- likes (dbt_project/macros/app_user_key.sql), so app users never collide with reviewers and no
+-- secret is needed to find them. The claim is read as Supabase's auth.uid() reads it (PostgREST
+-- sets request.jwt.claims; older versions request.jwt.claim.sub), so no auth schema is needed and
+-- the functions run on plain Postgres. No claim (anon, a direct connection): null.
+create or replace function public.my_user_id()
+returns text
+language sql
+stable
+security definer
+set search_path = ''
+as $$
+    select 'app:' || coalesce(
+        nullif(pg_catalog.current_setting('request.jwt.claim.sub', true), ''),
+        nullif(pg_catalog.current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub'
+    )
+$$;
+
+comment on function public.my_user_id() is
+    'reviews_two_tower: the signed-in caller''s user_id (app: and the JWT sub claim), or null';
+
+-- The signed-in app user: recommend_videos for my_user_id(), so their published vector when a
+-- weekly run has trained on their likes (dbt var app_likes_table), else the popular list. No
+-- claim (anon, a direct connection): nobody's vector, the popular list. recommend_videos' own
+-- search settings apply to the call, p_exclude passed on.
+create or replace function public.recommend_for_me(
+    k integer default 10, p_exclude uuid[] default null
+)
 returns table (video_id uuid, product_url text, score double precision)
 language sql
 stable
@@ -307,22 +366,20 @@ set search_path = ''
 as $$
     select r.video_id, r.product_url, r.score
     from public.recommend_videos(
-        coalesce(
-            nullif(pg_catalog.current_setting('request.jwt.claim.sub', true), ''),
-            nullif(pg_catalog.current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub'
-        ),
-        k
+        public.my_user_id(),
+        k,
+        p_exclude
     ) as r
 $$;
 
-comment on function public.recommend_for_me(integer) is
-    'reviews_two_tower: top-k videos for the signed-in caller (the JWT sub claim), as '
-    'recommend_videos for that id; the most liked videos when they have no published vector';
+comment on function public.recommend_for_me(integer, uuid[]) is
+    'reviews_two_tower: top-k videos for the signed-in caller (my_user_id(): app: and the JWT '
+    'sub claim), as recommend_videos for that id; the most liked videos when they have no published vector';
 
 -- Which published vector recommend_for_me would use for the signed-in caller: its model version,
 -- or null when the caller has none (recommend_for_me then answers with the popular list). The
 -- ai-recommend Edge Function asks first, so it can fold in the caller's likes instead and say
--- which of the three it used. The id is the JWT `sub` claim, read as recommend_for_me reads it.
+-- which of the three it used. The id is my_user_id(), as recommend_for_me's.
 create or replace function public.my_model_version()
 returns text
 language sql
@@ -332,10 +389,7 @@ set search_path = ''
 as $$
     select u.model_version
     from public.user_embeddings as u
-    where u.user_id = coalesce(
-        nullif(pg_catalog.current_setting('request.jwt.claim.sub', true), ''),
-        nullif(pg_catalog.current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub'
-    )
+    where u.user_id = public.my_user_id()
 $$;
 
 comment on function public.my_model_version() is

@@ -54,11 +54,13 @@ declare
     ];
     -- function -> the API roles that may execute it (service_role may execute all)
     functions jsonb := jsonb_build_object(
-        'public.recommend_videos(text, integer)', jsonb_build_array(),
-        'public.recommend_for_me(integer)', jsonb_build_array('authenticated'),
+        'public.recommend_videos(text, integer, uuid[])', jsonb_build_array(),
+        'public.recommend_for_me(integer, uuid[])', jsonb_build_array('authenticated'),
         'public.my_model_version()', jsonb_build_array('authenticated'),
-        'public.similar_videos(uuid, integer)', jsonb_build_array('anon', 'authenticated'),
-        'public.recommend_for_likes(uuid[], integer)', jsonb_build_array('anon', 'authenticated'),
+        'public.my_user_id()', jsonb_build_array('authenticated'),
+        'public.similar_videos(uuid, integer, uuid[])', jsonb_build_array('anon', 'authenticated'),
+        'public.recommend_for_likes(uuid[], integer, uuid[])',
+        jsonb_build_array('anon', 'authenticated'),
         -- the ANN rules (003): the trainer's and dbt's, not the app's
         'public.ann_ivfflat_lists(bigint)', jsonb_build_array(),
         'public.ann_ivfflat_probes(integer, integer)', jsonb_build_array(),

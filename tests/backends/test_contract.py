@@ -20,7 +20,7 @@ import pytest
 
 from tests.support.marts import create_postgres_marts
 from tests.support.pg_server import PgServer
-from trainer.backends.base import MAX_K, Warehouse
+from trainer.backends.base import MAX_EXCLUDE, MAX_K, Warehouse
 from trainer.backends.duckdb import DuckDBWarehouse
 from trainer.backends.postgres import PostgresWarehouse
 from trainer.errors import UserError
@@ -168,6 +168,51 @@ class BackendContract:
         ranked = sorted((-n, v) for v, n in positives.items() if n and v not in REVIEWED[COLD_USER])
         got = world.wh.recommend(COLD_USER, 5)
         assert [(r.video_id, r.score) for r in got] == [(v, float(-n)) for n, v in ranked[:5]]
+
+    def test_exclude_leaves_out_those_videos_and_still_answers_k_in_the_models_order(
+        self, world: World
+    ) -> None:
+        """The app's already shown / disliked videos: excluding the first 3 of an answer gives
+        the model's order without them, still k rows, on every path (popular included)."""
+        videos, users = world.publish("c13", seed=14)
+
+        def ids(rows) -> list[str]:
+            return [r.video_id for r in rows]
+
+        user = USERS[4]
+        shown = ids(world.wh.recommend(user, 10))[:3]
+        got = ids(world.wh.recommend(user, 10, exclude=shown))
+        assert got == cosine_order(videos, users[4], REVIEWED[user] | set(shown))[:10]
+        assert len(got) == 10 and not set(got) & set(shown)
+
+        shown = ids(world.wh.similar(VIDEOS[5], 7))[:3]
+        got = ids(world.wh.similar(VIDEOS[5], 7, exclude=shown))
+        assert got == cosine_order(videos, fold_in(videos, [5]), {VIDEOS[5], *shown})[:7]
+
+        likes = [4, 17, 33]
+        liked = [VIDEOS[i] for i in likes]
+        shown = ids(world.wh.recommend_for_likes(liked, 5))[:3]
+        got = ids(world.wh.recommend_for_likes(liked, 5, exclude=shown))
+        assert got == cosine_order(videos, fold_in(videos, likes), {*liked, *shown})[:5]
+
+        positives: dict[str, int] = {}
+        for _, video, _, label, _ in REVIEWS:
+            positives[video] = positives.get(video, 0) + int(label)
+        shown = ids(world.wh.recommend(COLD_USER, 5))[:3]
+        ranked = sorted(
+            (-n, v)
+            for v, n in positives.items()
+            if n and v not in REVIEWED[COLD_USER] and v not in shown
+        )
+        got = ids(world.wh.recommend(COLD_USER, 5, exclude=[s.upper() for s in shown]))
+        assert got == [v for _, v in ranked[:5]] and len(got) == 5
+
+        assert ids(world.wh.recommend(user, 10, exclude=[])) == ids(world.wh.recommend(user, 10))
+        with pytest.raises(UserError, match="uuid"):
+            world.wh.similar(VIDEOS[5], 5, exclude=["not-a-uuid"])
+        too_many = [str(uuid.uuid4()) for _ in range(MAX_EXCLUDE + 1)]
+        with pytest.raises(UserError, match=f"at most {MAX_EXCLUDE}"):
+            world.wh.recommend_for_likes(liked, 5, exclude=too_many)
 
     def test_serving_answers_from_what_was_published_not_from_newer_marts(
         self, world: World

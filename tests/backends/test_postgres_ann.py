@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
+from benchmarks.postgres_probes import explain_function
 from tests.support.pg_server import PgServer
 from tests.support.serving_world import (
     MODEL_DIM,
@@ -65,9 +66,9 @@ def ann_dims(con: psycopg.Connection) -> tuple[str, str, str]:
     """The index's definition and both functions' bodies (to look for the ANN expression)."""
     return con.execute(
         "select pg_get_indexdef(to_regclass(%s)), "
-        "(select prosrc from pg_proc where oid = 'public.recommend_videos(text, integer)'"
+        "(select prosrc from pg_proc where oid = 'public.recommend_videos(text, integer, uuid[])'"
         "::regprocedure), "
-        "(select prosrc from pg_proc where oid = 'public.similar_videos(uuid, integer)'"
+        "(select prosrc from pg_proc where oid = 'public.similar_videos(uuid, integer, uuid[])'"
         "::regprocedure)",
         (f"public.{ann_index(con)}",),
     ).fetchone()
@@ -170,6 +171,39 @@ def test_similar_videos_gets_its_own_probes_and_the_index_is_on_the_model_dims(
         assert_index_matches_functions(con, MODEL_DIM)
 
 
+def test_exclude_keeps_the_ann_index_in_every_serving_function(world: World) -> None:
+    """p_exclude is one more filter on the index scan (iterative scans return rows until k
+    survive): the plans of all three functions still scan the ANN index with 30 excluded, and
+    recommend_videos answers the exact top k without them."""
+    v, u = publish(world.wh, world, "x1", seed=26)
+    user = world.user_ids[5]
+    with world.connect() as con:
+        con.execute("set enable_seqscan = off")  # 240 rows: the planner would rather sort
+        shown = [r[0] for r in con.execute(
+            "select video_id::text from public.recommend_videos(%s, 30)", (user,)
+        )]  # fmt: skip
+        calls = {
+            "public.recommend_videos(text, integer, uuid[])": (user, 10, shown),
+            "public.similar_videos(uuid, integer, uuid[])": (world.video_ids[3], 10, shown),
+            "public.recommend_for_likes(uuid[], integer, uuid[])": (
+                world.video_ids[6:9], 10, shown),
+        }  # fmt: skip
+        for signature, args in calls.items():
+            plan = explain_function(con, signature, args)
+            assert f"Index Scan using {ann_index(con)}" in plan, (signature, plan)
+            assert "<> ALL" in plan, plan  # the exclusion is a filter on that scan
+        got = [r[0] for r in con.execute(
+            "select video_id::text from public.recommend_videos(%s, 10, %s::uuid[])",
+            (user, shown),
+        )]  # fmt: skip
+        con.execute("reset enable_seqscan")
+    world.reviewed[user] |= set(shown)
+    try:
+        assert got == exact_top(world, v, u, user, 10)
+    finally:
+        world.reviewed[user] -= set(shown)
+
+
 def test_lists_follow_the_row_count(world: World) -> None:
     """12,345 video vectors: lists = 12 (rows / 1000), probes per the rule."""
     extra = [vid(i) for i in range(100_000, 100_000 + 12_345 - N_VIDEOS)]
@@ -194,7 +228,9 @@ def test_rerunning_the_migrations_keeps_the_index_and_its_probes(world: World) -
     publish(world.wh, world, "i5", seed=20)
     with world.connect() as con:
         before = (state(con), index_info(con), function_probes(con))
-        con.execute("alter function public.recommend_videos(text, integer) set ivfflat.probes = 1")
+        con.execute(
+            "alter function public.recommend_videos(text, integer, uuid[]) set ivfflat.probes = 1"
+        )
     world.wh.ensure_app_schema()  # create or replace function resets SET clauses: retuned
     with world.connect() as con:
         assert (state(con), index_info(con), function_probes(con)) == before

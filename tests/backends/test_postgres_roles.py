@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 from tests.support.pg_server import PgServer
-from tests.support.serving_world import World, make_world, publish
+from tests.support.serving_world import World, jwt_sub, make_world, publish
 from trainer.backends.base import MAX_K
 
 DB = "roles_tests"
@@ -41,11 +41,12 @@ TABLE_MATRIX = {
     },
 }
 FUNCTION_MATRIX = {  # function -> the API roles that may execute it
-    "public.recommend_videos(text, integer)": {"service_role"},
-    "public.recommend_for_me(integer)": {"authenticated", "service_role"},
+    "public.recommend_videos(text, integer, uuid[])": {"service_role"},
+    "public.recommend_for_me(integer, uuid[])": {"authenticated", "service_role"},
     "public.my_model_version()": {"authenticated", "service_role"},
-    "public.similar_videos(uuid, integer)": set(API_ROLES),
-    "public.recommend_for_likes(uuid[], integer)": set(API_ROLES),
+    "public.my_user_id()": {"authenticated", "service_role"},
+    "public.similar_videos(uuid, integer, uuid[])": set(API_ROLES),
+    "public.recommend_for_likes(uuid[], integer, uuid[])": set(API_ROLES),
 }
 # The ANN rules (003): plain functions for the publish and dbt, nothing the app calls.
 RULE_FUNCTIONS = {
@@ -206,13 +207,13 @@ def test_recommend_for_me_answers_for_the_jwt_and_nobody_else(world: World) -> N
         mine = top(con, "select * from public.recommend_videos(%s, 5)", (me,))
         theirs = top(con, "select * from public.recommend_videos(%s, 5)", (other,))
         popular = top(con, "select * from public.recommend_videos(null, 5)", ())
-        cold = top(con, "select * from public.recommend_videos('cold_user', 5)", ())
+        cold = top(con, "select * from public.recommend_videos('app:cold_user', 5)", ())
         assert len({tuple(mine), tuple(theirs), tuple(popular)}) == 3
 
-        as_role(con, "authenticated", {"sub": me, "role": "authenticated"})
+        as_role(con, "authenticated", {"sub": jwt_sub(me), "role": "authenticated"})
         assert top(con, "select * from public.recommend_for_me(5)", ()) == mine
         assert {v for v, _ in mine}.isdisjoint(world.reviewed[me])
-        as_role(con, "authenticated", {"sub": other, "role": "authenticated"})
+        as_role(con, "authenticated", {"sub": jwt_sub(other), "role": "authenticated"})
         assert top(con, "select * from public.recommend_for_me(5)", ()) == theirs
         as_role(con, "authenticated", {"sub": "cold_user"})  # no vector: popular, own excluded
         assert top(con, "select * from public.recommend_for_me(5)", ()) == cold
@@ -220,7 +221,7 @@ def test_recommend_for_me_answers_for_the_jwt_and_nobody_else(world: World) -> N
         assert top(con, "select * from public.recommend_for_me(5)", ()) == popular
         # PostgREST before v10 set one setting per claim
         as_role(con, "authenticated")
-        con.execute("select set_config('request.jwt.claim.sub', %s, false)", (me,))
+        con.execute("select set_config('request.jwt.claim.sub', %s, false)", (jwt_sub(me),))
         assert top(con, "select * from public.recommend_for_me(5)", ()) == mine
         con.execute("select set_config('request.jwt.claim.sub', '', false)")
         as_role(con, "anon", {"sub": me, "role": "anon"})
@@ -229,16 +230,18 @@ def test_recommend_for_me_answers_for_the_jwt_and_nobody_else(world: World) -> N
 
 
 def test_my_model_version_says_whether_the_caller_has_a_vector(world: World) -> None:
-    """What the Edge Function asks before recommend_for_me: vector, or likes / popular."""
-    me = world.user_ids[2]
+    """What the Edge Function asks before recommend_for_me: vector, or likes / popular; and
+    my_user_id(), the caller's key, 'app:' || sub (dbt's app_user_key, tests/e2e/test_app_likes)."""
+    me = jwt_sub(world.user_ids[2])
     with world.connect() as con:
-        for claims, expected in (
-            ({"sub": me, "role": "authenticated"}, "roles1"),
-            ({"sub": "cold_user", "role": "authenticated"}, None),  # reviews, no vector
-            ({"role": "authenticated"}, None),
+        for claims, expected, key in (
+            ({"sub": me, "role": "authenticated"}, "roles1", world.user_ids[2]),
+            ({"sub": "cold_user", "role": "authenticated"}, None, "app:cold_user"),  # no vector
+            ({"role": "authenticated"}, None, None),
         ):
             as_role(con, "authenticated", claims)
             assert con.execute("select public.my_model_version()").fetchone() == (expected,)
+            assert con.execute("select public.my_user_id()").fetchone() == (key,)
         as_role(con, "anon", {"sub": me, "role": "anon"})
         with pytest.raises(psycopg.errors.InsufficientPrivilege), con.transaction():
             con.execute("select public.my_model_version()")
@@ -262,7 +265,7 @@ def test_visitors_get_similar_videos_and_recommendations_from_likes(world: World
 def test_every_serving_function_bounds_k_for_every_caller(world: World) -> None:
     """A caller cannot read the whole catalog: k is capped at MAX_K, and k <= 0 or null returns
     nothing, straight through SQL as PostgREST would call it (as the API roles)."""
-    me = {"sub": world.user_ids[0], "role": "authenticated"}
+    me = {"sub": jwt_sub(world.user_ids[0]), "role": "authenticated"}
     calls = [  # (role, claims, call): every path has more than MAX_K candidates
         ("service_role", None, "recommend_videos(%s, %s)", (world.user_ids[0],)),
         ("authenticated", me, "recommend_for_me(%s)", ()),
@@ -294,6 +297,7 @@ def test_a_role_without_grants_reads_and_calls_nothing(world: World) -> None:
                 "recommend_videos": "('user000', 5)",
                 "recommend_for_me": "(5)",
                 "my_model_version": "()",
+                "my_user_id": "()",
             }.get(name.split(".")[1], "(null, 5)")
             with pytest.raises(psycopg.errors.InsufficientPrivilege), con.transaction():
                 con.execute(f"select * from {name}{args}")

@@ -54,13 +54,13 @@ def test_a_user_without_an_embedding_gets_popular_videos(world: World) -> None:
     popular = world.wh.read(
         "select cast(video_id as varchar) as video_id, count(*) as n from interactions "
         "where label and video_id not in "
-        "(select video_id from interactions where user_id = 'cold_user') "
+        "(select video_id from interactions where user_id = 'app:cold_user') "
         "group by video_id order by n desc, video_id limit 5"
     )
-    got = world.wh.recommend("cold_user", 5)
+    got = world.wh.recommend("app:cold_user", 5)
     assert [r.video_id for r in got] == popular["video_id"].to_list()
     assert [r.score for r in got] == [float(n) for n in popular["n"]]
-    assert not {r.video_id for r in got} & world.reviewed["cold_user"]
+    assert not {r.video_id for r in got} & world.reviewed["app:cold_user"]
 
 
 def test_popular_videos_are_ranked_with_each_publish(world: World) -> None:
@@ -136,7 +136,7 @@ def test_reviewed_videos_follow_the_marts_and_only_changed_reviewers_are_rewritt
     with world.connect() as con:
         first = sets(con)
         assert {u: s for u, (s, _) in first.items()} == world.reviewed
-        changed, gone = "user001", "user002"
+        changed, gone = "app:user001", "app:user002"
         kept = next(iter(world.video_ids[100:]))
         con.execute(
             "insert into recsys.interactions values (%s, %s, 2, false, 0.4)", (changed, kept)

@@ -5,6 +5,7 @@ likes table with its own row level security."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from tests.support.edge_function import call, served_function
 from tests.support.fake_postgrest import fake_supabase
 from tests.support.pg_server import PgServer
-from tests.support.serving_world import World, make_world, publish
+from tests.support.serving_world import World, jwt_sub, make_world, publish
 
 LIKER = "aaaaaaaa-0000-4000-8000-000000000001"  # an app user (not a reviewer) with likes
 STRANGER = "aaaaaaaa-0000-4000-8000-000000000002"  # an app user with no likes
@@ -43,7 +44,11 @@ def world(pg_env: PgServer) -> Iterator[World]:
 @pytest.fixture(scope="module")
 def function_url(world: World) -> Iterator[str]:
     """The function served by Deno against the stand-in project; yields its URL."""
-    users = {"jwt-reviewer": world.user_ids[2], "jwt-liker": LIKER, "jwt-stranger": STRANGER}
+    users = {
+        "jwt-reviewer": jwt_sub(world.user_ids[2]),
+        "jwt-liker": LIKER,
+        "jwt-stranger": STRANGER,
+    }
     with (
         fake_supabase(world.pg.conninfo(world.db), users) as project,
         served_function(
@@ -96,3 +101,46 @@ def test_anyone_gets_likes_and_similar_and_me_needs_a_signed_in_caller(
     assert call(function_url, {"mode": "me"}, "forged-token")[0] == 401
     status, body = call(function_url, {"mode": "similar", "video_id": "nope"})
     assert status == 400 and "uuid" in body["error"]
+
+
+def test_exclude_is_passed_on_in_every_mode_the_popular_fallback_included(
+    world: World, function_url: str
+) -> None:
+    """The app's already shown videos: the answer is the SQL function's with p_exclude, still k
+    (`me` on each of its paths: compared with recommend_for_me as the same caller, or with
+    recommend_for_likes on the caller's likes)."""
+    video, likes = world.video_ids[0], world.video_ids[5:8]
+    subs = {
+        "jwt-reviewer": jwt_sub(world.user_ids[2]),
+        "jwt-liker": LIKER,
+        "jwt-stranger": STRANGER,
+    }
+    cases = [({"mode": "me"}, token) for token in subs] + [
+        ({"mode": "similar", "video_id": video}, None),
+        ({"mode": "likes", "video_ids": likes}, None),
+    ]
+    for body, token in cases:
+        caller = (token,) if token else ()  # else the anon key
+        status, plain = call(function_url, {**body, "k": 5}, *caller)
+        shown = ids(plain)[:3]
+        status, got = call(function_url, {**body, "k": 5, "exclude": shown}, *caller)
+        assert status == 200 and got["source"] == plain["source"], body
+        if body["mode"] == "similar":
+            statement, args = "similar_videos(%s, 5, %s::uuid[])", (video,)
+        elif body["mode"] == "likes" or plain["source"] == "likes":
+            liked = likes if body["mode"] == "likes" else world.video_ids[10:13]
+            statement, args = "recommend_for_likes(%s::uuid[], 5, %s::uuid[])", (liked,)
+        else:
+            statement, args = "recommend_for_me(5, %s::uuid[])", ()
+        with world.connect() as con:
+            if token is not None:
+                claims = json.dumps({"sub": subs[token], "role": "authenticated"})
+                con.execute("select set_config('request.jwt.claims', %s, false)", (claims,))
+            expected = [
+                str(r[0])
+                for r in con.execute(f"select video_id from public.{statement}", (*args, shown))
+            ]
+        assert ids(got) == expected and len(expected) == 5, body
+        assert not set(expected) & set(shown)
+    status, got = call(function_url, {"mode": "similar", "video_id": video, "exclude": ["x"]})
+    assert status == 400 and "exclude[0]" in got["error"]

@@ -39,6 +39,11 @@ class World:
         return self.pg.connect(self.db)
 
 
+def jwt_sub(user_id: str) -> str:
+    """The JWT `sub` claim of the app user keyed `user_id` (public.my_user_id(): 'app:' || sub)."""
+    return user_id.removeprefix("app:")
+
+
 def vectors(seed: int, rows: int, dim: int = MODEL_DIM) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=(rows, dim)).astype(np.float32)
 
@@ -57,7 +62,8 @@ def make_world(
 ) -> Iterator[World]:
     """A fresh database `db`, migrated (after `before_migrations`, e.g. a Supabase project's
     default privileges), with 260 registered videos (20 never embedded) and marts in which 41
-    users (`cold_user` last, never published) reviewed 8 popular-skewed videos each."""
+    app users (`app:cold_user` last, never published; ids as public.my_user_id() keys
+    them, so a JWT with `sub` = jwt_sub(id) is theirs) reviewed 8 popular-skewed videos each."""
     pg_env.database(db)
     if before_migrations is not None:
         with pg_env.connect(db) as con:
@@ -74,7 +80,7 @@ def make_world(
         rng = np.random.default_rng(5)
         rows, reviewed = [], {}
         popularity = np.arange(N_VIDEOS, 0, -1, dtype=float) ** 2
-        user_ids = [f"user{u:03d}" for u in range(N_USERS)] + ["cold_user"]
+        user_ids = [f"app:user{u:03d}" for u in range(N_USERS)] + ["app:cold_user"]
         for user in user_ids:
             picks = rng.choice(N_VIDEOS, size=8, replace=False, p=popularity / popularity.sum())
             reviewed[user] = {video_ids[i] for i in picks}

@@ -100,6 +100,11 @@ def test_recommend_excludes_reviewed_videos(trained: Path, capsys, monkeypatch) 
     assert main(["recommend", "--likes", ",".join(listed[:3]), "-k", "4"]) == 0
     for_likes = capsys.readouterr().out.splitlines()[3:]
     assert len(for_likes) == 4 and not set(listed[:3]) & {r.split()[2] for r in for_likes}
+    assert main(["recommend", "--user", user, "--exclude", *listed[:2]]) == 0
+    rest = [line.split()[2] for line in capsys.readouterr().out.splitlines()[3:]]
+    assert rest[:8] == listed[2:] and len(rest) == 10
+    assert main(["recommend", "--user", user, "--exclude", "not-a-uuid"]) == 2
+    assert "uuid" in capsys.readouterr().err
 
 
 def test_unknown_user_is_a_clear_error(trained: Path, capsys, monkeypatch) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,9 @@ DEFAULT_COLUMN_DIM = 256
 # (rendered into sql/postgres as {max_k}): an unbounded k would let any caller, anon included,
 # read the whole catalog and its scores in one call.
 MAX_K = 100
+# The most video ids one call may exclude (already shown, disliked), checked here and in the Edge
+# Function (supabase/functions/ai-recommend/handler.ts); the SQL functions use any array given.
+MAX_EXCLUDE = 500
 # The model_runs columns that hold JSON (json in DuckDB, jsonb in Postgres).
 RUN_JSON_COLUMNS = frozenset({"config", "metrics", "notes"})
 
@@ -125,16 +129,20 @@ class Warehouse(ABC):
         """Whether a table (`name` or `schema.name`; the target's schema by default) exists."""
 
     # -- serving ------------------------------------------------------------------------------
+    # Each takes `exclude`: video ids never to return (already shown, disliked), at most
+    # MAX_EXCLUDE uuids (check_exclude); the answer is the model's order without them, still k.
     @abstractmethod
-    def recommend(self, user_id: str, k: int) -> list[Recommendation]:
+    def recommend(self, user_id: str, k: int, exclude: Iterable[str] = ()) -> list[Recommendation]:
         """Top-k videos for a user, excluding what they reviewed; popular ones without a vector."""
 
     @abstractmethod
-    def similar(self, video_id: str, k: int) -> list[Recommendation]:
+    def similar(self, video_id: str, k: int, exclude: Iterable[str] = ()) -> list[Recommendation]:
         """The k videos closest to one video."""
 
     @abstractmethod
-    def recommend_for_likes(self, video_ids: list[str], k: int) -> list[Recommendation]:
+    def recommend_for_likes(
+        self, video_ids: list[str], k: int, exclude: Iterable[str] = ()
+    ) -> list[Recommendation]:
         """Top-k videos for someone known only by the videos they liked (the user tower on
         those likes, trainer/ml/model.py: fold_in), the likes excluded; [] when none of them
         has a published vector."""
@@ -194,6 +202,17 @@ def check_k(k: int) -> int:
     if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_K:
         raise UserError(f"k must be between 1 and {MAX_K}, got {k!r}")
     return k
+
+
+def check_exclude(exclude: Iterable[str]) -> list[str]:
+    """The videos a caller excludes: at most MAX_EXCLUDE uuids, as canonical text (duplicates
+    dropped, the first order kept)."""
+    if isinstance(exclude, str):
+        raise UserError("exclude must be a list of video uuids, not one string")
+    ids = list(dict.fromkeys(check_video_ids(list(exclude))))
+    if len(ids) > MAX_EXCLUDE:
+        raise UserError(f"exclude takes at most {MAX_EXCLUDE} video ids, got {len(ids)}")
+    return ids
 
 
 def check_video_ids(video_ids: list[str]) -> list[str]:

@@ -83,14 +83,14 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
 
     with connect(load_target(args.target)) as warehouse:
         if args.user is not None:
-            rows = warehouse.recommend(args.user, args.k)
+            rows = warehouse.recommend(args.user, args.k, args.exclude)
             title = f"top {args.k} for user {args.user}"
         elif args.likes is not None:
             likes = [v.strip() for v in args.likes.split(",") if v.strip()]
-            rows = warehouse.recommend_for_likes(likes, args.k)
+            rows = warehouse.recommend_for_likes(likes, args.k, args.exclude)
             title = f"top {args.k} for a visitor who liked {len(likes)} videos"
         else:
-            rows = warehouse.similar(_video_id(args.video), args.k)
+            rows = warehouse.similar(_video_id(args.video), args.k, args.exclude)
             title = f"{args.k} videos similar to {args.video}"
     if not rows:
         raise UserError(f"nothing to recommend ({title}): are the embeddings published?")

@@ -66,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     who.add_argument("--video", help="video id (uuid)")
     who.add_argument("--likes", help="comma-separated video ids a visitor liked (no reviews)")
     rec.add_argument("-k", type=int, default=10)
+    rec.add_argument(
+        "--exclude",
+        nargs="+",
+        default=[],
+        metavar="UUID",
+        help="video ids never to return (already shown, disliked)",
+    )
 
     pipe = sub.add_parser(
         "pipeline", help="load -> dbt build -> train -> gate -> publish (the weekly job)"

@@ -7,9 +7,13 @@
 // - every answer names the model version it came from;
 // - k is an integer in 1..100 (the SQL functions bound it too); a bad body is a 400 with a JSON
 //   error; the database's own messages never reach the caller (they are logged, not echoed).
+// - `exclude` (optional, every mode): at most 500 video uuids never to return (already shown,
+//   disliked), passed to the SQL functions as p_exclude, on every path of `me` (vector, likes,
+//   popular) too; the answer is still k rows when there are enough videos.
 
 export const MAX_K = 100;
 export const MAX_LIKES = 200;
+export const MAX_EXCLUDE = 500; // trainer/backends/base.py:MAX_EXCLUDE
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export const CORS_HEADERS: Record<string, string> = {
@@ -34,9 +38,10 @@ export interface Store {
   myModelVersion(): Promise<string | null>;
   /** The videos the caller liked, newest first (empty when no likes table is configured). */
   myLikes(limit: number): Promise<string[]>;
-  recommendForMe(k: number): Promise<Row[]>;
-  recommendForLikes(videoIds: string[], k: number): Promise<Row[]>;
-  similar(videoId: string, k: number): Promise<Row[]>;
+  // `exclude`: video ids never to return (p_exclude); empty: nothing excluded
+  recommendForMe(k: number, exclude: string[]): Promise<Row[]>;
+  recommendForLikes(videoIds: string[], k: number, exclude: string[]): Promise<Row[]>;
+  similar(videoId: string, k: number, exclude: string[]): Promise<Row[]>;
   /** The version the serving tables hold now (popular_videos is ranked at each publish). */
   servedVersion(): Promise<string | null>;
 }
@@ -72,6 +77,14 @@ function videoIds(value: unknown): string[] {
   return [...new Set(value.map((v, i) => videoId(v, `video_ids[${i}]`)))];
 }
 
+function excluded(value: unknown): string[] {
+  if (value === undefined || value === null) return [];
+  if (!Array.isArray(value) || value.length > MAX_EXCLUDE) {
+    throw new BadRequest(`exclude must be a list of at most ${MAX_EXCLUDE} video uuids`);
+  }
+  return [...new Set(value.map((v, i) => videoId(v, `exclude[${i}]`)))];
+}
+
 interface Found {
   source: Source;
   results: Row[];
@@ -83,17 +96,18 @@ async function find(
   store: Store,
   body: Record<string, unknown>,
   k: number,
+  exclude: string[],
 ): Promise<Found | Response> {
   switch (body.mode) {
     case "likes":
       return {
         source: "likes",
-        results: await store.recommendForLikes(videoIds(body.video_ids), k),
+        results: await store.recommendForLikes(videoIds(body.video_ids), k, exclude),
       };
     case "similar":
       return {
         source: "similar",
-        results: await store.similar(videoId(body.video_id, "video_id"), k),
+        results: await store.similar(videoId(body.video_id, "video_id"), k, exclude),
       };
     case "me": {
       if (await store.userId() === null) {
@@ -101,13 +115,14 @@ async function find(
       }
       const version = await store.myModelVersion();
       if (version !== null) {
-        return { source: "vector", results: await store.recommendForMe(k), version };
+        return { source: "vector", results: await store.recommendForMe(k, exclude), version };
       }
       const likes = await store.myLikes(MAX_LIKES);
-      const liked = likes.length > 0 ? await store.recommendForLikes(likes, k) : [];
+      const liked = likes.length > 0 ? await store.recommendForLikes(likes, k, exclude) : [];
       if (liked.length > 0) return { source: "likes", results: liked };
-      // no vector, no usable likes: the popular list, the caller's own reviews left out
-      return { source: "popular", results: await store.recommendForMe(k) };
+      // no vector, no usable likes: the popular list, the caller's own reviews (and exclude)
+      // left out
+      return { source: "popular", results: await store.recommendForMe(k, exclude) };
     }
     default:
       throw new BadRequest('mode must be "me", "likes" or "similar"');
@@ -115,7 +130,7 @@ async function find(
 }
 
 async function answer(store: Store, body: Record<string, unknown>): Promise<Response> {
-  const found = await find(store, body, boundedK(body.k));
+  const found = await find(store, body, boundedK(body.k), excluded(body.exclude));
   if (found instanceof Response) return found;
   const version = found.version ?? await store.servedVersion();
   return json(200, {

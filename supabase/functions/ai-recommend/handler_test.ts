@@ -1,7 +1,7 @@
 // The handler against a fake Store: each mode, which source `me` uses, the bounds and errors.
 // The Store itself runs against a real Postgres in tests/e2e (PostgREST stand-in).
 import { deepStrictEqual as assertEquals, ok } from "node:assert/strict";
-import { handle, MAX_K, type Row, type Store } from "./handler.ts";
+import { handle, MAX_EXCLUDE, MAX_K, type Row, type Store } from "./handler.ts";
 
 // node:assert ships with Deno (nothing to fetch: JSR is not reachable from every CI machine)
 const assertStringIncludes = (text: string, part: string) =>
@@ -22,8 +22,10 @@ interface Caller {
   fail?: boolean;
 }
 
-/** A Store for one caller; `calls` records what the handler asked, in order. */
+/** A Store for one caller; `calls` records what the handler asked, in order (an exclusion as
+ * `-id,id` after k). */
 function fake(caller: Caller, calls: string[] = []): Store {
+  const ex = (exclude: string[]) => (exclude.length > 0 ? `;-${exclude.join(",")}` : "");
   const call = <T>(name: string, value: T): Promise<T> => {
     calls.push(name);
     return caller.fail
@@ -34,10 +36,13 @@ function fake(caller: Caller, calls: string[] = []): Store {
     userId: () => call("userId", caller.user ?? null),
     myModelVersion: () => call("myModelVersion", caller.vector ?? null),
     myLikes: () => call("myLikes", caller.likes ?? []),
-    recommendForMe: (k) => call(`recommendForMe(${k})`, [row(A, 0.9)]),
-    recommendForLikes: (ids, k) =>
-      call(`recommendForLikes(${ids.join(",")};${k})`, ids.includes(B) ? [] : [row(B, 0.8)]),
-    similar: (id, k) => call(`similar(${id};${k})`, [row(B, 0.7)]),
+    recommendForMe: (k, exclude) => call(`recommendForMe(${k}${ex(exclude)})`, [row(A, 0.9)]),
+    recommendForLikes: (ids, k, exclude) =>
+      call(
+        `recommendForLikes(${ids.join(",")};${k}${ex(exclude)})`,
+        ids.includes(B) ? [] : [row(B, 0.8)],
+      ),
+    similar: (id, k, exclude) => call(`similar(${id};${k}${ex(exclude)})`, [row(B, 0.7)]),
     servedVersion: () => call("servedVersion", "two_tower_202612010000"),
   };
 }
@@ -105,6 +110,24 @@ Deno.test("likes and similar answer with the served version", async () => {
   assertEquals(calls, [`similar(${A};10)`, "servedVersion"]);
 });
 
+Deno.test("exclude reaches every function, on every path of me, lower-cased, once", async () => {
+  const exclude = [B, B.toUpperCase(), A];
+  const cases: [unknown, Caller, string][] = [
+    [{ mode: "me", k: 3, exclude }, { user: "u1", vector: "v1" }, `recommendForMe(3;-${B},${A})`],
+    [{ mode: "me", exclude }, { user: "u1", likes: [A] }, `recommendForLikes(${A};10;-${B},${A})`],
+    [{ mode: "me", exclude }, { user: "u1" }, `recommendForMe(10;-${B},${A})`], // popular
+    [{ mode: "likes", video_ids: [A], exclude }, {}, `recommendForLikes(${A};10;-${B},${A})`],
+    [{ mode: "similar", video_id: A, exclude }, {}, `similar(${A};10;-${B},${A})`],
+    [{ mode: "similar", video_id: A, exclude: [] }, {}, `similar(${A};10)`],
+  ];
+  for (const [body, caller, expected] of cases) {
+    const calls: string[] = [];
+    const got = await ask(body, caller, calls);
+    assertEquals(got.status, 200, JSON.stringify(body));
+    ok(calls.includes(expected), `${JSON.stringify(calls)} lacks ${expected}`);
+  }
+});
+
 Deno.test("bad requests are 400s with a JSON error and reach no database", async () => {
   const cases: [unknown, string][] = [
     ["{not json", "not valid JSON"],
@@ -118,6 +141,9 @@ Deno.test("bad requests are 400s with a JSON error and reach no database", async
     [{ mode: "me", k: MAX_K + 1 }, `1 to ${MAX_K}`],
     [{ mode: "me", k: 2.5 }, `1 to ${MAX_K}`],
     [{ mode: "me", k: "10" }, `1 to ${MAX_K}`],
+    [{ mode: "similar", video_id: A, exclude: A }, `at most ${MAX_EXCLUDE} video uuids`],
+    [{ mode: "me", exclude: Array(MAX_EXCLUDE + 1).fill(A) }, `at most ${MAX_EXCLUDE}`],
+    [{ mode: "likes", video_ids: [A], exclude: [A, 7] }, "exclude[1] must be a video uuid"],
   ];
   for (const [body, message] of cases) {
     const calls: string[] = [];

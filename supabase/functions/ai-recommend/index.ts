@@ -2,6 +2,7 @@
 //   POST {"mode": "me", "k": 10}                       the signed-in caller (JWT)
 //   POST {"mode": "likes", "video_ids": [...], "k": 10} a visitor known by likes
 //   POST {"mode": "similar", "video_id": "...", "k": 10}
+//   every mode also takes "exclude": [...] (at most 500 video ids never to return)
 // Deploy: `supabase functions deploy ai-recommend` (README "The ai-recommend Edge Function").
 import { handle } from "./handler.ts";
 import { configFromEnv, supabaseStore } from "./store.ts";

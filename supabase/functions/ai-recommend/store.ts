@@ -44,6 +44,9 @@ function unwrap<T>(result: { data: T | null; error: { message: string } | null }
   return result.data;
 }
 
+/** The p_exclude argument, left out when nothing is excluded (the function's default: null). */
+const pExclude = (exclude: string[]) => exclude.length > 0 ? { p_exclude: exclude } : {};
+
 export function supabaseStore(request: Request, config: Config): Store {
   const authorization = request.headers.get("Authorization");
   const client: SupabaseClient = createClient(config.url, config.anonKey, {
@@ -70,9 +73,11 @@ export function supabaseStore(request: Request, config: Config): Store {
       const found = unwrap(await query.limit(limit)) as Record<string, string>[] | null;
       return (found ?? []).map((row) => String(row[likes.videoColumn]));
     },
-    recommendForMe: (k) => rows("recommend_for_me", { k }),
-    recommendForLikes: (videoIds, k) => rows("recommend_for_likes", { p_video_ids: videoIds, k }),
-    similar: (videoId, k) => rows("similar_videos", { p_video_id: videoId, k }),
+    recommendForMe: (k, exclude) => rows("recommend_for_me", { k, ...pExclude(exclude) }),
+    recommendForLikes: (videoIds, k, exclude) =>
+      rows("recommend_for_likes", { p_video_ids: videoIds, k, ...pExclude(exclude) }),
+    similar: (videoId, k, exclude) =>
+      rows("similar_videos", { p_video_id: videoId, k, ...pExclude(exclude) }),
     servedVersion: async () => {
       const found = unwrap(
         await client.from("popular_videos").select("model_version").limit(1).maybeSingle(),

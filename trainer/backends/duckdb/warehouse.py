@@ -7,6 +7,7 @@ database, so a publish brings its tables and macros up to date itself (_ensure_f
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -231,14 +232,17 @@ class DuckDBWarehouse(Warehouse):
         return count > 0
 
     # -- serving (queries in serving.py) -------------------------------------------------------
-    def recommend(self, user_id: str, k: int) -> list[Recommendation]:
-        return serving.recommend(self.con, user_id, k)
+    def recommend(self, user_id: str, k: int, exclude: Iterable[str] = ()) -> list[Recommendation]:
+        return serving.recommend(self.con, user_id, k, exclude)
 
-    def similar(self, video_id: str, k: int) -> list[Recommendation]:
-        return serving.similar(self.con, video_id, k, self.embedding_column_dim("video_embeddings"))
+    def similar(self, video_id: str, k: int, exclude: Iterable[str] = ()) -> list[Recommendation]:
+        dim = self.embedding_column_dim("video_embeddings")
+        return serving.similar(self.con, video_id, k, dim, exclude)
 
-    def recommend_for_likes(self, video_ids: list[str], k: int) -> list[Recommendation]:
-        return serving.recommend_for_likes(self.con, video_ids, k)
+    def recommend_for_likes(
+        self, video_ids: list[str], k: int, exclude: Iterable[str] = ()
+    ) -> list[Recommendation]:
+        return serving.recommend_for_likes(self.con, video_ids, k, exclude)
 
     def close(self) -> None:
         self.con.close()

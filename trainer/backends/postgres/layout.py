@@ -21,7 +21,7 @@ EMBEDDING_TABLES = {"video_embeddings": "video_id", "user_embeddings": "user_id"
 ANN_TABLE = "video_embeddings"  # the view the serving functions search
 ANN_INDEX_SUFFIX = "_embedding_ann"  # a slot's ANN index: video_embeddings_a_embedding_ann
 SERVING_FUNCTIONS = (
-    "recommend_videos(text, integer)",
-    "similar_videos(uuid, integer)",
-    "recommend_for_likes(uuid[], integer)",
+    "recommend_videos(text, integer, uuid[])",
+    "similar_videos(uuid, integer, uuid[])",
+    "recommend_for_likes(uuid[], integer, uuid[])",
 )

@@ -7,13 +7,20 @@ given (ServingTables, the snapshot flow), else from this database's.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import psycopg
 from psycopg import sql as psql
 from psycopg.types.json import Jsonb
 
-from trainer.backends.base import Recommendation, ServingTables, check_k, check_video_ids
+from trainer.backends.base import (
+    Recommendation,
+    ServingTables,
+    check_exclude,
+    check_k,
+    check_video_ids,
+)
 from trainer.backends.postgres.connection import Transaction
 from trainer.backends.postgres.copy_io import copy_arrow
 from trainer.backends.postgres.layout import APP_SCHEMA
@@ -165,10 +172,13 @@ def mark_published(tx: Transaction, model_version: str) -> None:
         )
 
 
-def recommend(tx: Transaction, user_id: str, k: int) -> list[Recommendation]:
-    """Top-k videos for a user through recommend_videos(); a user with neither a vector nor
-    reviews is an error."""
+def recommend(
+    tx: Transaction, user_id: str, k: int, exclude: Iterable[str] = ()
+) -> list[Recommendation]:
+    """Top-k videos for a user through recommend_videos(), `exclude` left out; a user with
+    neither a vector nor reviews is an error."""
     check_k(k)
+    excluded = check_exclude(exclude) or None
     with tx() as cur:
         cur.execute(
             f"select exists(select 1 from {APP_SCHEMA}.user_embeddings where user_id = %s), "
@@ -179,32 +189,40 @@ def recommend(tx: Transaction, user_id: str, k: int) -> list[Recommendation]:
         if not has_vector and not has_reviews:
             raise UserError(f"unknown user id {user_id!r}: no embedding and no reviews")
         cur.execute(
-            f"select video_id::text, product_url, score from {APP_SCHEMA}.recommend_videos(%s, %s)",
-            (user_id, k),
+            f"select video_id::text, product_url, score "
+            f"from {APP_SCHEMA}.recommend_videos(%s, %s, %s::uuid[])",
+            (user_id, k, excluded),
         )
         return [Recommendation(r[0], r[1], float(r[2])) for r in cur.fetchall()]
 
 
-def recommend_for_likes(tx: Transaction, video_ids: list[str], k: int) -> list[Recommendation]:
+def recommend_for_likes(
+    tx: Transaction, video_ids: list[str], k: int, exclude: Iterable[str] = ()
+) -> list[Recommendation]:
     """Top-k videos for someone known only by likes, through recommend_for_likes()."""
     check_k(k)
     likes = check_video_ids(video_ids)
+    excluded = check_exclude(exclude) or None
     with tx() as cur:
         cur.execute(
             f"select video_id::text, product_url, score "
-            f"from {APP_SCHEMA}.recommend_for_likes(%s::uuid[], %s)",
-            (likes, k),
+            f"from {APP_SCHEMA}.recommend_for_likes(%s::uuid[], %s, %s::uuid[])",
+            (likes, k, excluded),
         )
         return [Recommendation(r[0], r[1], float(r[2])) for r in cur.fetchall()]
 
 
-def similar(tx: Transaction, video_id: str, k: int) -> list[Recommendation]:
+def similar(
+    tx: Transaction, video_id: str, k: int, exclude: Iterable[str] = ()
+) -> list[Recommendation]:
     """The k videos closest to one video through similar_videos()."""
     check_k(k)
     (key,) = check_video_ids([video_id])
+    excluded = check_exclude(exclude) or None
     with tx() as cur:
         cur.execute(
-            f"select video_id::text, product_url, score from {APP_SCHEMA}.similar_videos(%s, %s)",
-            (key, k),
+            f"select video_id::text, product_url, score "
+            f"from {APP_SCHEMA}.similar_videos(%s, %s, %s::uuid[])",
+            (key, k, excluded),
         )
         return [Recommendation(r[0], r[1], float(r[2])) for r in cur.fetchall()]

@@ -11,7 +11,7 @@ unqualified names behave like DuckDB's and the code is correct behind a transact
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -232,14 +232,16 @@ class PostgresWarehouse(Warehouse):
             return cur.fetchone()[0] > 0
 
     # -- serving ------------------------------------------------------------------------------
-    def recommend(self, user_id: str, k: int) -> list[Recommendation]:
-        return serving_queries.recommend(self._tx, user_id, k)
+    def recommend(self, user_id: str, k: int, exclude: Iterable[str] = ()) -> list[Recommendation]:
+        return serving_queries.recommend(self._tx, user_id, k, exclude)
 
-    def similar(self, video_id: str, k: int) -> list[Recommendation]:
-        return serving_queries.similar(self._tx, video_id, k)
+    def similar(self, video_id: str, k: int, exclude: Iterable[str] = ()) -> list[Recommendation]:
+        return serving_queries.similar(self._tx, video_id, k, exclude)
 
-    def recommend_for_likes(self, video_ids: list[str], k: int) -> list[Recommendation]:
-        return serving_queries.recommend_for_likes(self._tx, video_ids, k)
+    def recommend_for_likes(
+        self, video_ids: list[str], k: int, exclude: Iterable[str] = ()
+    ) -> list[Recommendation]:
+        return serving_queries.recommend_for_likes(self._tx, video_ids, k, exclude)
 
     def close(self) -> None:
         self.con.close()
