@@ -78,6 +78,7 @@ starts as (
         'marts' as layer,
         source_line_number as line_number
     from {{ ref('interactions') }}
+    where source = 'review'
     union all
     select
         'marts' as layer,

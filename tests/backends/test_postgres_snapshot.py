@@ -39,6 +39,7 @@ from trainer.release.artifact import load_artifact
 GOOD = ["--epochs", "12", "--embedding-dim", "32", "--quiet"]
 BAD = ["--epochs", "1", "--lr", "0.00001", "--embedding-dim", "16", "--quiet"]
 APP_VIDEOS = 40  # products the app registered itself, under random ids
+APP_USER = "0d6f3c2a-9b1e-4f5a-8c7d-1e2f3a4b5c6d"  # liked 4 of them in the app
 READER = "snapshot_reader"
 TOKEN = re.compile(r"[A-Za-z0-9_]+")
 
@@ -76,13 +77,23 @@ def make_production(server: PgServer, db: str) -> None:
             "create index videos_title_key on public.videos (public.title_key(title));"
             "create table public.app_comments (id serial primary key, body text);"
             "insert into public.app_comments (body) select 'comment ' || g "
-            "from generate_series(1, 25) as g"
+            "from generate_series(1, 25) as g;"
+            # the app's likes (APP_LIKES_TABLE): behind RLS, a key to videos
+            "create table public.app_likes (user_id uuid not null, "
+            "video_id uuid not null references public.videos (id), "
+            "primary key (user_id, video_id));"
+            "alter table public.app_likes enable row level security;"
         )
         con.execute(
             "insert into public.videos (product_url, title) "
             "select %s || 'ssn' || lpad(g::text, 6, '0') || '/', 'Title ' || g "
             "from generate_series(0, %s - 1) as g",
             (BASE_URL, APP_VIDEOS),
+        )
+        con.execute(
+            "insert into public.app_likes select %s, id from public.videos "
+            "order by product_url limit 4",
+            (APP_USER,),
         )
     assert main(["migrate", "--target", "prod"]) == 0
     with server.connect(db) as con:
@@ -137,6 +148,7 @@ def flow(pg_env: PgServer, prod_server: PgServer, csv: Path, tmp_path_factory):
     """Production made, snapshot taken (recording production before), then one publish."""
     with pytest.MonkeyPatch.context() as monkeypatch:
         use(monkeypatch, pg_env, prod_server, "work", "prod")
+        monkeypatch.setenv("APP_LIKES_TABLE", "app_likes")  # trained on, so snapshotted
         make_production(prod_server, "prod")
         with prod_server.connect("prod") as con:
             before = fingerprints(con)
@@ -191,6 +203,25 @@ def test_snapshot_through_a_read_only_role_copies_and_never_writes(
         pytest.raises(psycopg.errors.ReadOnlySqlTransaction),
     ):
         con.execute("insert into public.app_comments (body) values ('x')")
+
+
+def test_the_apps_likes_are_copied_trained_on_and_their_user_published(
+    flow, pg_env: PgServer, prod_server: PgServer
+) -> None:
+    assert flow["code"] == 0
+    likes = "select user_id, video_id from public.app_likes"
+    with prod_server.connect("prod") as prod, pg_env.connect("work") as work:
+        assert rows(work, likes) == rows(prod, likes) and len(rows(prod, likes)) == 4
+        used = work.execute(
+            "select count(*) from recsys.interactions where source = 'app_like' and user_id = %s",
+            (f"app:{APP_USER}",),
+        ).fetchone()[0]
+        assert used == 4
+        published = prod.execute(
+            "select count(*) from public.user_embeddings where user_id = %s",
+            (f"app:{APP_USER}",),
+        ).fetchone()[0]
+        assert published == 1
 
 
 def test_train_on_the_copy_publish_to_production(
@@ -301,7 +332,11 @@ def test_an_anonymized_run_leaves_no_raw_reviewer_id_anywhere(
         assert not raw_ids & set(TOKEN.findall(dump)), conninfo
     artifact = load_artifact(tmp_path / "two_tower_latest.safetensors")
     assert artifact.user_ids and not raw_ids & set(artifact.user_ids)
-    assert all(len(u) == 32 for u in artifact.user_ids)
+    # reviewers are hashed; the app user trained from the app's likes (APP_LIKES_TABLE, still set
+    # by the module's flow) keeps the key recommend_for_me computes from the JWT, unhashed
+    reviewers = [u for u in artifact.user_ids if not u.startswith("app:")]
+    assert reviewers and all(len(u) == 32 for u in reviewers)
+    assert set(artifact.user_ids) - set(reviewers) == {f"app:{APP_USER}"}
     blob = (tmp_path / "two_tower_latest.safetensors").read_bytes().decode("latin-1")
     assert not raw_ids & set(TOKEN.findall(blob))
     users = pl.read_parquet(tmp_path / "u.parquet")["user_id"].to_list()

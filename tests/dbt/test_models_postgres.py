@@ -202,7 +202,7 @@ def test_dbt_registers_nothing_and_marks_the_unregistered_videos(built: Built) -
 PARITY = {
     "interactions": (
         "select user_id, cast(video_id as varchar) as video_id, product_key, stars, label, "
-        "weight, source_line_number from interactions",
+        "weight, source_line_number, source from interactions",
         ["user_id", "video_id"],
     ),
     "interaction_splits": (

@@ -16,6 +16,7 @@ read-only transactions and pg_dump takes nothing stronger than ACCESS SHARE lock
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from psycopg import sql as psql
 from psycopg.conninfo import conninfo_to_dict
 
 from trainer.backends.postgres import APP_SCHEMA, connection_settings
+from trainer.backends.postgres.connection import IDENTIFIER
 from trainer.backends.profiles import Target
 from trainer.errors import UserError
 from trainer.jobs.snapshot_tools import (
@@ -48,6 +50,7 @@ __all__ = [
     "READ_ONLY",
     "RESTORED_ENTRIES",
     "SNAPSHOT_TABLES",
+    "snapshot_tables",
     "PgTools",
     "SnapshotResult",
     "check_versions",
@@ -73,6 +76,20 @@ SNAPSHOT_TABLES = (
 READ_ONLY = "-c default_transaction_read_only=on"
 
 
+def snapshot_tables(environ: os._Environ | dict[str, str] = os.environ) -> tuple[str, ...]:
+    """SNAPSHOT_TABLES, and last the app's likes table when APP_LIKES_TABLE names it: dbt reads
+    it as training data (the app_likes_setting macro), so the work copy needs it too."""
+    likes = environ.get("APP_LIKES_TABLE", "").strip()
+    if not likes or likes in SNAPSHOT_TABLES:
+        return SNAPSHOT_TABLES
+    if not IDENTIFIER.match(likes):
+        raise UserError(
+            f"APP_LIKES_TABLE={likes!r} must be a plain table name in {APP_SCHEMA} "
+            "(letters, digits, underscores)"
+        )
+    return (*SNAPSHOT_TABLES, likes)
+
+
 @dataclass(frozen=True)
 class SnapshotResult:
     tables: dict[str, int]  # restored table (or view) -> rows in the work database
@@ -86,7 +103,8 @@ class SnapshotResult:
 
 
 def snapshot(source: Target, work: Target, progress: bool = True) -> SnapshotResult:
-    """Replace the work database's copies of SNAPSHOT_TABLES with the source's."""
+    """Replace the work database's copies of snapshot_tables() with the source's."""
+    tables = snapshot_tables()
     if source.kind != "postgres" or work.kind != "postgres":
         raise UserError("snapshot copies between Postgres targets (--source and --target)")
     source_settings, work_settings = connection_settings(source), connection_settings(work)
@@ -98,7 +116,7 @@ def snapshot(source: Target, work: Target, progress: bool = True) -> SnapshotRes
     tools = find_tools()
     with _connect(source_settings.conninfo, read_only=True) as src:
         source_major = _major(src)
-        present = [t for t in SNAPSHOT_TABLES if _exists(src, t)]
+        present = [t for t in tables if _exists(src, t)]
         vector_schema = _vector_schema(src)
     if "videos" not in present:
         raise UserError(
@@ -107,7 +125,7 @@ def snapshot(source: Target, work: Target, progress: bool = True) -> SnapshotRes
         )
     with _connect(work_settings.conninfo) as dst:
         check_versions(tools, source_major, _major(dst))
-        _prepare_work(dst, vector_schema)
+        _prepare_work(dst, vector_schema, tables)
         work_major = _major(dst)
     seconds: dict[str, float] = {}
     started = time.perf_counter()
@@ -128,7 +146,7 @@ def snapshot(source: Target, work: Target, progress: bool = True) -> SnapshotRes
         for table, n in rows.items():
             print(f"  {APP_SCHEMA}.{table}: {n:,} rows", flush=True)
     seconds["analyze"] = time.perf_counter() - started - seconds["dump"] - seconds["restore"]
-    missing = [t for t in SNAPSHOT_TABLES if t not in present]
+    missing = [t for t in tables if t not in present]
     return SnapshotResult(
         rows, missing, source_major, work_major, tools, dump_bytes, seconds, skipped
     )
@@ -147,7 +165,9 @@ def _dump_args(tables: list[str], out: Path) -> list[str]:
     ]
 
 
-def _prepare_work(con: psycopg.Connection, vector_schema: str | None) -> None:
+def _prepare_work(
+    con: psycopg.Connection, vector_schema: str | None, tables: tuple[str, ...]
+) -> None:
     """pgvector where the source has it (the dumped columns name its schema), and no old copies
     of the snapshot tables (dropped with what depends on them: views dbt rebuilds)."""
     with con.transaction():
@@ -162,7 +182,7 @@ def _prepare_work(con: psycopg.Connection, vector_schema: str | None) -> None:
                     f"pgvector is in schema {row} in the work database but in "
                     f"{vector_schema} in the source; use a fresh work database"
                 )
-        for table in reversed(SNAPSHOT_TABLES):
+        for table in reversed(tables):
             kind = "view" if _relkind(con, table) == "v" else "table"
             con.execute(f"drop {kind} if exists {APP_SCHEMA}.{table} cascade")
 

@@ -120,7 +120,8 @@ def collect(marts: Warehouse, runs: Warehouse, version: str | None = None) -> Re
         run=_decoded(run),
         history=_history(runs, run),
         stars=marts.read(
-            "select stars, count(*) as reviews from interactions group by stars order by stars"
+            "select stars, count(*) as reviews from interactions where stars is not null "
+            "group by stars order by stars"
         ),
         per_reviewer=marts.read(counts.format(what="reviewers", key="user_id")),
         per_video=marts.read(counts.format(what="videos", key="video_id")),

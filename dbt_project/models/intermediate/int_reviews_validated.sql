@@ -18,6 +18,8 @@ validated as (
             when reviewer_id is null then 'missing_reviewer_id'
             when {{ byte_length('reviewer_id') }} > {{ var('max_reviewer_id_bytes') }}
                 then 'reviewer_id_too_long'
+            -- the app users' key space (the app_user_key macro): no reviewer may sit in it
+            when reviewer_id like 'app:%' then 'reserved_reviewer_id'
             when stars_text is null then 'missing_stars'
             when stars_value is null then 'stars_not_numeric'
             when stars_value <> floor(stars_value) then 'stars_not_integer'

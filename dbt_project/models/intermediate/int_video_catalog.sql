@@ -1,8 +1,10 @@
 {{ config(materialized='table') }}
 
-{#- Every reviewed product with its video id: the app's id when the product is registered in
-    videos (earliest row when several spellings are), else an id derived from product_key.
-    The publish registers the unregistered ones, after the gate (marts/video_catalog). -#}
+{#- Every reviewed or app-liked product with its video id: the app's id when the product is
+    registered in videos (earliest row when several spellings are), else an id derived from
+    product_key. The publish registers the unregistered ones, after the gate
+    (marts/video_catalog). A liked product is registered already (a like names a videos row);
+    its spelling counts only when no review names the product. -#}
 
 with
 
@@ -17,14 +19,33 @@ reviewed_spellings as (
     group by product_key, product_url
 ),
 
+liked_spellings as (
+    select distinct
+        videos.product_key,
+        videos.product_url,
+        0 as reviews,
+        cast(null as bigint) as first_line
+    from {{ ref('int_app_likes') }} as likes
+    inner join {{ ref('stg_videos') }} as videos
+        on likes.liked_video_id = videos.video_id
+    where likes.reject_reason is null
+),
+
+spellings as (
+    select * from reviewed_spellings
+    union all
+    select * from liked_spellings
+),
+
 usual_spelling as (
     select
         product_key,
         product_url,
         row_number() over (
-            partition by product_key order by reviews desc, first_line asc
+            partition by product_key
+            order by reviews desc, first_line asc nulls last, product_url asc
         ) as spelling_rank
-    from reviewed_spellings
+    from spellings
 ),
 
 registered as (

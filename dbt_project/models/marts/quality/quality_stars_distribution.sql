@@ -2,6 +2,7 @@ with
 
 interactions as (
     select * from {{ ref('interactions') }}
+    where source = 'review'
 ),
 
 distribution as (

@@ -4,7 +4,7 @@
 {%- set quality_metrics = [
     'file_data_lines', 'raw_rows', 'rejected_lines', 'interactions', 'users', 'videos',
     'positives', 'train_positives', 'valid_positives', 'users_with_valid', 'negative_samples',
-    'videos_ingested',
+    'videos_ingested', 'app_likes', 'app_likes_rejected',
 ] %}
 
 with
@@ -50,6 +50,13 @@ negatives as (
     select count(*) as negative_samples from {{ ref('negative_samples') }}
 ),
 
+likes as (
+    select
+        count(*) as app_likes,
+        sum(case when reject_reason is not null then 1 else 0 end) as app_likes_rejected
+    from {{ ref('int_app_likes') }}
+),
+
 ingested as (
     select count(*) as videos_ingested
     from {{ ref('video_catalog') }}
@@ -69,7 +76,9 @@ counts as (
         split_counts.valid_positives,
         split_counts.users_with_valid,
         negatives.negative_samples,
-        ingested.videos_ingested
+        ingested.videos_ingested,
+        likes.app_likes,
+        coalesce(likes.app_likes_rejected, 0) as app_likes_rejected
     from file_lines
     cross join raw_rows
     cross join rejects
@@ -77,6 +86,7 @@ counts as (
     cross join split_counts
     cross join negatives
     cross join ingested
+    cross join likes
 ),
 
 metrics as (
