@@ -98,3 +98,34 @@ def test_a_fault_after_the_first_table_was_written_leaves_both_tables_as_they_we
     # the connection is usable: the next publish goes through
     warehouse.publish_embeddings((VIDEOS, vectors(5, seed=7)), (USERS, vectors(4, seed=8)), "new")
     assert {row[3] for row in snapshot(warehouse)} == {"new"}
+
+
+def test_republishing_registers_each_catalog_video_once_and_keeps_its_first_row(
+    tmp_path: Path,
+) -> None:
+    """A second train without a dbt build in between (the marts still mark the videos
+    register_at_publish) leaves the videos rows as the first publish wrote them; a catalog row
+    whose URL the app already has under another id is not registered again."""
+    with DuckDBWarehouse(tmp_path / "w.duckdb") as wh:
+        wh.ensure_app_schema()
+        wh.con.execute(
+            "insert into videos (id, product_url, created_at) values (?, 'https://x/taken', "
+            "timestamp '2020-01-01')",
+            [str(uuid.UUID(int=99))],
+        )
+        wh.con.execute(
+            "create table video_catalog as select cast(id as uuid) as video_id, url as "
+            "product_url, true as register_at_publish from (values "
+            f"('{VIDEOS[0]}', 'https://x/0'), ('{VIDEOS[1]}', 'https://x/1'), "
+            f"('{VIDEOS[2]}', 'https://x/taken')) as t(id, url)"
+        )
+        wh.publish_embeddings((VIDEOS, vectors(5)), (USERS, vectors(4, seed=1)), "first")
+        first = wh.con.execute("select * from videos order by product_url").fetchall()
+        wh.publish_embeddings((VIDEOS, vectors(5, seed=2)), (USERS, vectors(4, seed=3)), "second")
+        again = wh.con.execute("select * from videos order by product_url").fetchall()
+    assert again == first
+    assert [(str(r[0]), r[1]) for r in first] == [
+        (VIDEOS[0], "https://x/0"),
+        (VIDEOS[1], "https://x/1"),
+        (str(uuid.UUID(int=99)), "https://x/taken"),
+    ]

@@ -171,8 +171,11 @@ class DuckDBWarehouse(Warehouse):
         if self.table_exists("video_catalog"):
             self._run(
                 "insert into videos (id, product_url, created_at) "
-                "select video_id, product_url, current_timestamp from video_catalog "
-                "where register_at_publish order by video_id on conflict do nothing"
+                "select video_id, product_url, current_timestamp from video_catalog as c "
+                "where register_at_publish "
+                "and not exists (select 1 from videos as v where v.id = c.video_id) "
+                "and not exists (select 1 from videos as v where v.product_url = c.product_url) "
+                "order by video_id on conflict do nothing"
             )
 
     def _refresh_serving(self, model_version: str) -> None:
