@@ -113,25 +113,31 @@ class TwoTower(nn.Module):
         return torch.cat([torch.ones_like(vectors[:, :1]), vectors], dim=-1)
 
     @torch.no_grad()
-    def export(
-        self, history: Csr, batch: int = 8192, users: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(user vectors over their whole train history, video vectors), float32 numpy, in the
-        published layout of the module doc. With `users`, only those rows are computed (the
-        others stay zero): a selection epoch scores a sample of users, not all of them."""
+    def history_vectors(
+        self, history: Csr, users: np.ndarray, batch: int = 8192
+    ) -> torch.Tensor:
+        """[1, u] for each of `users` over their whole train history, in that order: what
+        export publishes for them, and what a selection epoch scores its sampled users with
+        (their dot product with scoring_vectors() ranks as the published cosine does)."""
         device = self.item_embedding.weight.device
-        wanted = np.arange(self.n_users) if users is None else np.asarray(users)
-        dim = self.item_embedding.embedding_dim
-        vectors = torch.zeros(self.n_users, dim + 1)
-        for start in range(0, len(wanted), batch):
-            chunk = wanted[start : start + batch]
+        users = np.asarray(users)
+        out = torch.zeros(len(users), self.item_embedding.embedding_dim + 1)
+        for start in range(0, len(users), batch):
+            chunk = users[start : start + batch]
             rows, positions = history.rows_of(chunk)
-            vectors[torch.as_tensor(chunk)] = self.user_vectors(
+            out[start : start + len(chunk)] = self.user_vectors(
                 torch.as_tensor(chunk, device=device),
                 torch.as_tensor(rows, device=device),
                 torch.as_tensor(history.indices[positions], device=device),
             ).cpu()
-        return publish_layout(vectors.numpy(), self.scoring_vectors().cpu().numpy())
+        return out
+
+    @torch.no_grad()
+    def export(self, history: Csr, batch: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+        """(user vectors over their whole train history, video vectors), float32 numpy, in the
+        published layout of the module doc."""
+        users = self.history_vectors(history, np.arange(self.n_users), batch)
+        return publish_layout(users.numpy(), self.scoring_vectors().cpu().numpy())
 
 
 def publish_layout(users: np.ndarray, scoring: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

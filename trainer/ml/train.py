@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from trainer.ml.batches import user_batches
 from trainer.ml.config import TrainConfig
 from trainer.ml.data import Csr, Dataset
-from trainer.ml.evaluate import embedding_scorer, eval_users, evaluate
+from trainer.ml.evaluate import Scorer, eval_users, evaluate
 from trainer.ml.model import LAYOUT_EXTRA, TwoTower
 from trainer.ml.optim import Adam
 from trainer.ml.tasks import PointwiseHead, bce_loss, sampling_distribution, softmax_loss
@@ -149,8 +149,7 @@ def fit(
         record = {"epoch": epoch, "loss": total / steps, "seconds": result.seconds_per_epoch[-1]}
         if select:
             model.eval()
-            users_vec, items_vec = model.export(data.train, users=tune_users)
-            scorer = embedding_scorer(users_vec, items_vec)
+            scorer = tune_scorer(model, data, tune_users)
             metrics = evaluate(scorer, data, (10,), tune_users, intervals=False).metrics
             record.update(
                 {"tune recall@10": metrics["recall@10"], "tune ndcg@10": metrics["ndcg@10"]}
@@ -191,6 +190,16 @@ def fit(
         model.load_state_dict(best_state)
     result.model = model.cpu().eval()
     return result
+
+
+def tune_scorer(model: TwoTower, data: Dataset, users: np.ndarray) -> Scorer:
+    """Scores for the sampled tune users only: their [1, u] against every [bias, v], the order
+    the published vectors give (model.py), without laying out a vector for every user."""
+    row = np.full(data.n_users, -1, dtype=np.int64)
+    row[users] = np.arange(len(users))
+    vectors = model.history_vectors(data.train, users)
+    items = model.scoring_vectors().detach().cpu()
+    return lambda chunk: vectors[torch.as_tensor(row[chunk])] @ items.T
 
 
 def _eval_budget(cfg: TrainConfig, data: Dataset) -> int:
