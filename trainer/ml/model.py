@@ -113,9 +113,7 @@ class TwoTower(nn.Module):
         return torch.cat([torch.ones_like(vectors[:, :1]), vectors], dim=-1)
 
     @torch.no_grad()
-    def history_vectors(
-        self, history: Csr, users: np.ndarray, batch: int = 8192
-    ) -> torch.Tensor:
+    def history_vectors(self, history: Csr, users: np.ndarray, batch: int = 8192) -> torch.Tensor:
         """[1, u] for each of `users` over their whole train history, in that order: what
         export publishes for them, and what a selection epoch scores its sampled users with
         (their dot product with scoring_vectors() ranks as the published cosine does)."""
