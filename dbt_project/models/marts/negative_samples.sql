@@ -66,7 +66,7 @@ draws as (
     cross join generate_series(1, {{ draws }}) as draw_numbers (draw)
 ),
 
-{#- Every (user, catalog video) pair the user reviewed with any stars, in split, as numbers. -#}
+{# Every (user, catalog video) pair the user reviewed with any stars, in split, as numbers. #}
 reviewed as (
     select distinct
         users.user_number,
@@ -86,7 +86,7 @@ unreviewed as (
     where reviewed.user_number is null
 ),
 
-{#- A video drawn twice for one positive counts once, at its first draw. -#}
+{# A video drawn twice for one positive counts once, at its first draw. #}
 first_draws as (
     select
         positive_number,
