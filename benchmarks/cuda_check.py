@@ -22,7 +22,8 @@ from benchmarks.quality import build_splits
 from trainer.ingest.synth import SynthConfig, write_synthetic_csv
 from trainer.ml.config import TrainConfig
 from trainer.ml.data import build_dataset
-from trainer.ml.evaluate import embedding_scorer, evaluate
+from trainer.ml.evaluate import evaluate
+from trainer.ml.scorers import embedding_scorer
 from trainer.ml.train import select_and_fit
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from trainer.ml.data import Csr, Dataset
-from trainer.ml.evaluate import Scorer
+from trainer.ml.scorers import Scorer
 
 
 @dataclass

@@ -37,8 +37,9 @@ from trainer.ingest.synth import SynthConfig, write_synthetic_csv
 from trainer.jobs.text_tables import table
 from trainer.ml.config import TrainConfig
 from trainer.ml.data import SPLITS_SQL, Csr, Dataset, build_dataset
-from trainer.ml.evaluate import embedding_scorer, evaluate, popularity_scorer
+from trainer.ml.evaluate import evaluate
 from trainer.ml.model import fold_in
+from trainer.ml.scorers import embedding_scorer, popularity_scorer
 from trainer.ml.train import select_and_fit
 from trainer.transform.dbt import run_dbt
 

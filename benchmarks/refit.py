@@ -22,8 +22,9 @@ import numpy as np
 from benchmarks.quality import build_splits, synth_csv
 from trainer.ml.config import TrainConfig
 from trainer.ml.data import Dataset, build_dataset
-from trainer.ml.evaluate import embedding_scorer, eval_users, evaluate
+from trainer.ml.evaluate import eval_users, evaluate
 from trainer.ml.model import TwoTower
+from trainer.ml.scorers import embedding_scorer
 from trainer.ml.train import fit
 
 

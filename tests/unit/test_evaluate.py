@@ -10,14 +10,8 @@ import torch
 
 from tests.support.datasets import tiny_dataset
 from trainer.ml.data import Csr
-from trainer.ml.evaluate import (
-    RandomScorer,
-    evaluate,
-    hit_matrix,
-    popularity_scorer,
-    ranking_metrics,
-    top_k,
-)
+from trainer.ml.evaluate import evaluate, hit_matrix, ranking_metrics, top_k
+from trainer.ml.scorers import RandomScorer, popularity_scorer
 
 
 def test_metrics_match_a_hand_computed_example() -> None:

@@ -8,16 +8,9 @@ import numpy as np
 import pytest
 
 from trainer.ml.data import Csr, Dataset
-from trainer.ml.evaluate import (
-    EvalResult,
-    bootstrap_ci,
-    embedding_scorer,
-    evaluate,
-    paired_difference_ci,
-    popularity_scorer,
-    top_k,
-)
+from trainer.ml.evaluate import EvalResult, bootstrap_ci, evaluate, paired_difference_ci, top_k
 from trainer.ml.model import LAYOUT, LEGACY_LAYOUT, publish_layout
+from trainer.ml.scorers import embedding_scorer, popularity_scorer
 from trainer.release.artifact import ModelArtifact
 from trainer.release.gate import GateConfig, champion_scorer, judge
 

@@ -20,14 +20,9 @@ from trainer.files import atomic_path
 from trainer.jobs.text_tables import report_tables
 from trainer.ml.config import OutputPaths, TrainConfig
 from trainer.ml.data import Dataset, read_dataset
-from trainer.ml.evaluate import (
-    EvalResult,
-    embedding_scorer,
-    eval_users,
-    evaluate,
-    popularity_scorer,
-    random_scorer,
-)
+from trainer.ml.evaluate import EvalResult, eval_users, evaluate
+from trainer.ml.model import LAYOUT_EXTRA
+from trainer.ml.scorers import embedding_scorer, popularity_scorer, random_scorer
 from trainer.ml.train import select_and_fit
 from trainer.release.artifact import ModelArtifact, save_artifact
 from trainer.release.versions import first_free, new_version
@@ -76,7 +71,9 @@ def evaluate_all(
     """The model beside popularity and random, on the same users and the same masking."""
     users = eval_users(data, final_eval_limit(cfg, data.n_items), cfg.seed)
     return {
-        "two_tower": evaluate(embedding_scorer(user_vectors, item_vectors), data, cfg.ks, users),
+        "two_tower": evaluate(
+            embedding_scorer(user_vectors, item_vectors, LAYOUT_EXTRA), data, cfg.ks, users
+        ),
         "popularity": evaluate(popularity_scorer(data), data, cfg.ks, users),
         "random": evaluate(random_scorer(data, cfg.seed), data, cfg.ks, users),
     }

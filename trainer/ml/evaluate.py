@@ -13,16 +13,12 @@ Each is averaged over the evaluated users.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from trainer.ml.data import Csr, Dataset
-
-Scorer = Callable[[np.ndarray], torch.Tensor]  # user indices -> [len(users), n_items] scores
-
+from trainer.ml.scorers import SCORES_PER_CHUNK, Scorer, masked_top_k, owned
 
 ACTIVITY_BUCKETS = ((1, 2, "1-2"), (3, 10, "3-10"), (11, None, ">10"))  # train positives
 POPULARITY_BUCKETS = ("head", "torso", "tail")  # top 20% of train interactions, next 30%, rest
@@ -57,35 +53,33 @@ def eval_users(data: Dataset, limit: int = 0, seed: int = 0) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(users, size=limit, replace=False))
 
 
-SCORES_PER_CHUNK = 1 << 25  # user x video scores held at once (128 MiB of float32)
-
-
 def top_k(
     scorer: Scorer, users: np.ndarray, train: Csr, k: int, n_items: int, batch: int = 1024
 ) -> np.ndarray:
     """Indices of the k best videos per user, the user's train positives excluded. Users are
     scored in chunks of at most `batch`, fewer for big catalogs, so memory stays bounded.
     A slot with nothing left to recommend (score -inf: a train positive, or a video the scorer
-    cannot rank, such as one a champion model never saw) is -1, never a recommendation."""
+    cannot rank, such as one a champion model never saw) is -1, never a recommendation.
+    Scorers that can rank without scoring every video say so (trainer/ml/scorers.py): `order`
+    (one ranking for all), `sample` (random), `top_k` (a bound that skips most videos)."""
     order = getattr(scorer, "order", None)
     if order is not None:
         return _top_k_of_one_ranking(order, users, train, k)
     sample = getattr(scorer, "sample", None)
     if sample is not None:
         return sample(users, train, k)
+    bounded = getattr(scorer, "top_k", None)
     batch = max(1, min(batch, SCORES_PER_CHUNK // max(n_items, 1)))
     out = []
     for start in range(0, len(users), batch):
         chunk = users[start : start + batch]
+        if bounded is not None:
+            out.append(bounded(chunk, train, k))
+            continue
         scores = scorer(chunk)
         if scores._is_view():  # masked in place below: never write into a scorer's own table
             scores = scores.clone()
-        lengths = train.indptr[chunk + 1] - train.indptr[chunk]
-        rows = np.repeat(np.arange(len(chunk)), lengths)
-        cols = np.concatenate([train.indices[train.indptr[u] : train.indptr[u + 1]] for u in chunk])
-        scores[torch.as_tensor(rows), torch.as_tensor(cols, dtype=torch.long)] = float("-inf")
-        best = torch.topk(scores, min(k, scores.shape[1]), dim=1)
-        out.append(torch.where(best.values > float("-inf"), best.indices, -1).numpy())
+        out.append(masked_top_k(scores, *owned(chunk, train), k))
     return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)
 
 
@@ -244,62 +238,3 @@ def by_popularity(
             else 0.0,
         }
     return out
-
-
-# -- scorers --------------------------------------------------------------------------------
-def embedding_scorer(user_vectors: np.ndarray, item_vectors: np.ndarray) -> Scorer:
-    items = torch.as_tensor(item_vectors)
-    users = torch.as_tensor(user_vectors)
-    return lambda chunk: users[torch.as_tensor(chunk)] @ items.T
-
-
-class PopularityScorer:
-    """Train counts as every user's scores; `order` (most reviewed first, ties by index) lets
-    top_k rank without a users x videos matrix."""
-
-    def __init__(self, data: Dataset) -> None:
-        counts = data.item_counts()
-        self.counts = torch.as_tensor(counts, dtype=torch.float32)
-        self.order = np.lexsort((np.arange(len(counts)), -counts))
-
-    def __call__(self, chunk: np.ndarray) -> torch.Tensor:
-        return self.counts.expand(len(chunk), -1)
-
-
-def popularity_scorer(data: Dataset) -> Scorer:
-    return PopularityScorer(data)
-
-
-class RandomScorer:
-    """Uniform random scores. For big catalogs `sample` gives top_k the same ranking's top k
-    without a users x videos matrix: k videos drawn uniformly without replacement from those
-    outside the user's train positives (the top k of uniform scores over them), seeded by
-    (seed, user). A draw costs about 100 us a user and a scored row about 5 ns a video, so
-    catalogs up to `sample_above` videos are scored whole instead (`sample` is None)."""
-
-    def __init__(self, n_items: int, seed: int, sample_above: int = 20_000) -> None:
-        self.n_items, self.seed, self.sample_above = n_items, seed, sample_above
-
-    @property
-    def sample(self) -> Callable[[np.ndarray, Csr, int], np.ndarray] | None:
-        return self._sample if self.n_items > self.sample_above else None
-
-    def __call__(self, chunk: np.ndarray) -> torch.Tensor:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + int(chunk[0]))
-        return torch.rand(len(chunk), self.n_items, generator=generator)
-
-    def _sample(self, users: np.ndarray, train: Csr, k: int) -> np.ndarray:
-        out = np.full((len(users), k), -1, dtype=np.int64)
-        for row, user in enumerate(users):
-            owned = train.indices[train.indptr[user] : train.indptr[user + 1]]
-            take = min(k, self.n_items - len(owned))
-            rng = np.random.default_rng([self.seed, int(user)])
-            # take + |owned| distinct draws hold at least `take` videos the user does not own,
-            # in a uniformly random order: the first `take` of them are the sample.
-            drawn = rng.choice(self.n_items, size=take + len(owned), replace=False)
-            out[row, :take] = drawn[~np.isin(drawn, owned)][:take]
-        return out
-
-
-def random_scorer(data: Dataset, seed: int) -> Scorer:
-    return RandomScorer(data.n_items, seed)

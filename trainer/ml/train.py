@@ -25,9 +25,10 @@ from tqdm.auto import tqdm
 from trainer.ml.batches import user_batches
 from trainer.ml.config import TrainConfig
 from trainer.ml.data import Csr, Dataset
-from trainer.ml.evaluate import Scorer, eval_users, evaluate
+from trainer.ml.evaluate import eval_users, evaluate
 from trainer.ml.model import LAYOUT_EXTRA, TwoTower
 from trainer.ml.optim import Adam
+from trainer.ml.scorers import BoundedScorer, Scorer
 from trainer.ml.tasks import PointwiseHead, bce_loss, sampling_distribution, softmax_loss
 
 
@@ -198,8 +199,7 @@ def tune_scorer(model: TwoTower, data: Dataset, users: np.ndarray) -> Scorer:
     row = np.full(data.n_users, -1, dtype=np.int64)
     row[users] = np.arange(len(users))
     vectors = model.history_vectors(data.train, users)
-    items = model.scoring_vectors().detach().cpu()
-    return lambda chunk: vectors[torch.as_tensor(row[chunk])] @ items.T
+    return BoundedScorer(vectors, model.scoring_vectors().detach().cpu(), head=1, rows=row)
 
 
 def _eval_budget(cfg: TrainConfig, data: Dataset) -> int:

@@ -19,8 +19,9 @@ import numpy as np
 import torch
 
 from trainer.ml.data import Dataset
-from trainer.ml.evaluate import EvalResult, Scorer, paired_difference_ci
+from trainer.ml.evaluate import EvalResult, paired_difference_ci
 from trainer.ml.model import fold_in
+from trainer.ml.scorers import Scorer
 from trainer.release.artifact import ModelArtifact
 
 
