@@ -56,6 +56,7 @@ class BoundedScorer:
         self.users, self.items, self.head, self.rows = users, items, head, rows
         self.rest_norms = items[:, head:].norm(dim=1)
         self.scored_videos = 0  # user x video scores computed by top_k so far (benchmarks, tests)
+        self._sorted: tuple[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
 
     def _rows(self, chunk: np.ndarray) -> torch.Tensor:
         return self.users[torch.as_tensor(chunk if self.rows is None else self.rows[chunk])]
@@ -72,12 +73,7 @@ class BoundedScorer:
             self.scored_videos += len(chunk) * n_items
             return masked_top_k(users @ self.items.T, rows, cols, k)
         reach = float(users[:, self.head :].norm(dim=1).max()) if len(users) else 0.0
-        # A hair above the exact ceiling, so float rounding never drops a video that ties.
-        ceiling = self.items[:, : self.head] @ head[0] + reach * self.rest_norms + 1e-4
-        order = torch.argsort(ceiling, descending=True)
-        ceiling = ceiling[order]
-        position = torch.empty_like(order)
-        position[order] = torch.arange(n_items)
+        order, ceiling, position = self._ceilings(head[0], reach)
         longest = int(np.bincount(rows, minlength=1).max(initial=0))
         size = min(n_items, max(self.FIRST, 4 * (k + longest)))
         while True:
@@ -95,6 +91,21 @@ class BoundedScorer:
             reached = int(torch.searchsorted(-ceiling, torch.tensor([-floor]), right=True))
             size = min(n_items, max(reached, 2 * size))
         return torch.where(torch.as_tensor(top >= 0), order[torch.as_tensor(top)], -1).numpy()
+
+    def _ceilings(
+        self, head: torch.Tensor, reach: float
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(videos by descending ceiling, those ceilings, each video's place in that order).
+        The published layout gives every chunk the same head and reach: sorted once, kept."""
+        key = (tuple(head.tolist()), reach)
+        if self._sorted is None or self._sorted[0] != key:
+            # A hair above the exact ceiling, so float rounding never drops a video that ties.
+            ceiling = self.items[:, : self.head] @ head + reach * self.rest_norms + 1e-4
+            order = torch.argsort(ceiling, descending=True)
+            position = torch.empty_like(order)
+            position[order] = torch.arange(len(order))
+            self._sorted = (key, (order, ceiling[order], position))
+        return self._sorted[1]
 
 
 def embedding_scorer(user_vectors: np.ndarray, item_vectors: np.ndarray, head: int = 0) -> Scorer:
