@@ -1,7 +1,7 @@
 """Side-by-side model quality on the split tables dbt built (`make bench-quality`).
 
     python -m benchmarks.quality [CSV ...] [--synth longtail:100000 --synth dense:300000]
-        [--cold-fraction 0.1] [--cold-likes 3] [--variant NAME=JSON ...]
+        [--cold-fraction 0.1] [--cold-likes 3] [--variant NAME=JSON ...] [--nested]
 
 For each dataset (a review CSV, or a synthetic scrape of the given shape and size): load it into
 a fresh DuckDB file, run `dbt build`, then on the same train/valid split fit popularity, the
@@ -14,6 +14,9 @@ evaluated users is held out of training as *cold* users, each known only by up t
 liked video vectors; ALS: its exact least-squares fold-in; EASE: likes x B; BPR: mean of liked
 item factors; popularity: unchanged). Warm metrics are over the other users. "train s" is the
 fit of the chosen configuration on all of train (for the two-tower: its selection plus refit).
+
+`--nested` is how a default is chosen without the valid split: valid is dropped, the tune slice
+plays valid and a seeded fifth of each user's remaining train rows plays tune.
 """
 
 from __future__ import annotations
@@ -65,6 +68,19 @@ def build_splits(csv: Path, workdir: Path) -> pl.DataFrame:
     run_dbt(Target("duckdb", "duckdb", "main", {"path": str(db)}), "build", quiet=True)
     with DuckDBWarehouse(db, read_only=True) as warehouse:
         return warehouse.read(SPLITS_SQL)
+
+
+def nested_splits(splits: pl.DataFrame, seed: int) -> pl.DataFrame:
+    """Valid dropped, the tune slice relabelled valid, and a new tune slice: a seeded fifth of
+    the remaining train rows of each user who keeps at least two."""
+    inner = splits.filter(pl.col("split") != "valid").with_columns(
+        pl.when(pl.col("tune")).then(pl.lit("valid")).otherwise(pl.col("split")).alias("split")
+    )
+    draw = pl.Series(np.random.default_rng(seed).random(inner.height))
+    is_train = pl.col("split") == "train"
+    return inner.with_columns(
+        (is_train & (draw < 0.2) & (is_train.sum().over("user_id") >= 2)).alias("tune")
+    )
 
 
 def split_cold(splits: pl.DataFrame, fraction: float, likes: int, seed: int):
@@ -148,9 +164,17 @@ def ease_fits(data: Dataset) -> bool:
 
 
 def run(
-    csv: Path, workdir: Path, fraction: float, likes: int, seed: int, variants: dict | None = None
+    csv: Path,
+    workdir: Path,
+    fraction: float,
+    likes: int,
+    seed: int,
+    variants: dict | None = None,
+    nested: bool = False,
 ) -> tuple[str, dict[str, dict[str, float]]]:
     splits = build_splits(csv, workdir)
+    if nested:
+        splits = nested_splits(splits, seed)
     warm, cold = split_cold(splits, fraction, likes, seed)
     models: dict[str, tuple[str, Fitted]] = {
         "popularity": ("", popularity(warm)),
@@ -193,7 +217,7 @@ def run(
     header = (
         f"{csv.name}: {warm.n_users:,} warm users, {warm.n_items:,} videos, "
         f"{len(warm.train_users):,} train positives; {len(cold.user_ids):,} cold users "
-        f"with <= {likes} likes\n"
+        f"with <= {likes} likes{'; nested: the tune slice plays valid' if nested else ''}\n"
     )
     return header + table(
         ["model", "recall@10", "ndcg@10", "map@10", "coverage@10", "cold recall@10",
@@ -253,6 +277,9 @@ def main() -> None:
         metavar="NAME=JSON",
         help="extra two-tower configs, e.g. t3='{\"temperature\": 0.3}' (a sweep)",
     )
+    parser.add_argument(
+        "--nested", action="store_true", help="valid dropped, the tune slice plays valid"
+    )
     args = parser.parse_args()
     variants = {v.split("=", 1)[0]: json.loads(v.split("=", 1)[1]) for v in args.variant}
     with tempfile.TemporaryDirectory() as tmp:
@@ -260,7 +287,9 @@ def main() -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         datasets = [*args.csv, *(synth_csv(spec, workdir) for spec in args.synth)]
         for csv in datasets:
-            text, _ = run(csv, workdir, args.cold_fraction, args.cold_likes, args.seed, variants)
+            text, _ = run(
+                csv, workdir, args.cold_fraction, args.cold_likes, args.seed, variants, args.nested
+            )
             print(text + "\n", flush=True)
 
 

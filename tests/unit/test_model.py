@@ -106,6 +106,47 @@ def test_an_epoch_takes_every_positive_once_as_input_or_target() -> None:
     assert sorted(seen) == sorted(zip(users, items, strict=True))  # each exactly once
 
 
+def test_thin_users_pool_exactly_three_positives_and_predict_the_rest() -> None:
+    users = np.repeat(np.arange(40), np.arange(1, 41))  # 1..40 positives per user
+    items = np.concatenate([np.arange(n) for n in range(1, 41)])
+    train = Csr.from_pairs(users, items, 40)
+    inputs, targets = np.zeros(40, np.int64), np.zeros(40, np.int64)
+    seen = []
+    for batch in user_batches(
+        train,
+        np.ones(len(items), np.float32),
+        8,
+        0.5,
+        np.random.default_rng(5),
+        torch.device("cpu"),
+        thin=1.0,
+    ):
+        user_of = batch.users.numpy()
+        np.add.at(inputs, user_of[batch.input_rows.numpy()], 1)
+        np.add.at(targets, user_of[batch.target_rows.numpy()], 1)
+        seen += list(zip(user_of[batch.input_rows.numpy()], batch.input_items.numpy(), strict=True))
+        seen += list(
+            zip(user_of[batch.target_rows.numpy()], batch.target_items.numpy(), strict=True)
+        )
+    counts = np.arange(1, 41)
+    heavy = counts > 3
+    assert (inputs[heavy] == 3).all() and (targets[heavy] == counts[heavy] - 3).all()
+    assert inputs[~heavy].sum() + targets[~heavy].sum() == counts[~heavy].sum()  # split as usual
+    assert sorted(seen) == sorted(zip(users, items, strict=True))  # each positive exactly once
+
+
+def test_thin_inputs_are_drawn_at_random_not_the_first_three() -> None:
+    train = Csr.from_pairs(np.zeros(30, np.int64), np.arange(30), 1)
+    rng = np.random.default_rng(6)
+    pooled = set()
+    for _ in range(20):
+        batch = next(
+            user_batches(train, np.ones(30, np.float32), 1, 0.5, rng, torch.device("cpu"), thin=1.0)
+        )
+        pooled |= set(batch.input_items.tolist())
+    assert len(pooled) > 20  # a fixed choice would pool the same three every epoch
+
+
 def test_own_videos_are_never_negatives_full_or_sampled() -> None:
     # One user owns every video: nothing is left to be a negative, so the loss is exactly 0.
     model = TwoTower(1, 6, 4)

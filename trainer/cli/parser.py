@@ -24,6 +24,7 @@ RANGES = {
     "lr": (lambda v: v > 0, lambda v: v <= 1, "above 0 and at most 1"),
     "temperature": (lambda v: v > 0, lambda v: v <= 100, "above 0 and at most 100"),
     "holdout": (lambda v: v > 0, lambda v: v < 1, "strictly between 0 and 1"),
+    "thin_share": (lambda v: v >= 0, lambda v: v <= 1, "at least 0 and at most 1"),
     "id_dropout": (lambda v: v >= 0, lambda v: v < 1, "at least 0 and below 1"),
     "epochs": (lambda v: v >= 1, lambda v: True, "at least 1"),
     "batch_size": (lambda v: v >= 1, lambda v: True, "at least 1"),
@@ -191,6 +192,12 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
         type=float,
         default=DEFAULTS.holdout,
         help="share of a user's positives predicted from the rest, per epoch",
+    )
+    p.add_argument(
+        "--thin-share",
+        type=float,
+        default=DEFAULTS.thin_share,
+        help="share of users per epoch who pool only three positives, as a new user would",
     )
     p.add_argument(
         "--no-refit",

@@ -38,11 +38,27 @@ def user_batches(
     rng: np.random.Generator,
     device: torch.device,
     negatives: Csr | None = None,
+    thin: float = 0.0,
+    thin_inputs: int = 3,
 ) -> Iterator[UserBatch]:
     """One epoch of batches in a seeded random user order. `weights` is aligned with
-    `train.indices`; `negatives` (per user, for bce) ride along with their users."""
-    is_target = rng.random(len(train.indices)) < holdout
-    order = rng.permutation(len(train.indptr) - 1)
+    `train.indices`; `negatives` (per user, for bce) ride along with their users.
+
+    `thin`: this share of the users with more than `thin_inputs` positives pool only
+    `thin_inputs` of them (drawn at random) this epoch and predict all the others, as a new user
+    folded in from a few likes must be served; the rest split by `holdout`."""
+    n_users = len(train.indptr) - 1
+    draw = rng.random(len(train.indices))
+    is_target = draw < holdout
+    if thin > 0:
+        counts = np.diff(train.indptr)
+        thin_users = np.flatnonzero((rng.random(n_users) < thin) & (counts > thin_inputs))
+        rows, positions = train.rows_of(thin_users)  # rows ascend: one block per user
+        by_draw = positions[np.argsort(rows + draw[positions], kind="stable")]
+        first = np.cumsum(counts[thin_users]) - counts[thin_users]
+        rank = np.arange(len(positions)) - first[rows]  # 0, 1, ... within each user's block
+        is_target[by_draw] = rank >= thin_inputs
+    order = rng.permutation(n_users)
 
     def tensor(values: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(values).to(device)

@@ -122,7 +122,15 @@ def fit(
         model.train()
         total = 0.0
         batches = user_batches(
-            data.train, weights, cfg.batch_size, cfg.holdout, rng, device, negatives
+            data.train,
+            weights,
+            cfg.batch_size,
+            cfg.holdout,
+            rng,
+            device,
+            negatives,
+            cfg.thin_share,
+            cfg.thin_inputs,
         )
         bar = tqdm(
             batches,
