@@ -72,8 +72,10 @@ def build_splits(csv: Path, workdir: Path) -> pl.DataFrame:
 
 def nested_splits(splits: pl.DataFrame, seed: int) -> pl.DataFrame:
     """Valid dropped, the tune slice relabelled valid, and a new tune slice: a seeded fifth of
-    the remaining train rows of each user who keeps at least two."""
-    inner = splits.filter(pl.col("split") != "valid").with_columns(
+    the remaining train rows of each user who keeps at least two. Rows are sorted first: the
+    warehouse returns the split table's join in no fixed order, and the draw follows the rows."""
+    inner = splits.filter(pl.col("split") != "valid").sort("user_id", "video_id")
+    inner = inner.with_columns(
         pl.when(pl.col("tune")).then(pl.lit("valid")).otherwise(pl.col("split")).alias("split")
     )
     draw = pl.Series(np.random.default_rng(seed).random(inner.height))
