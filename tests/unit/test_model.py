@@ -147,6 +147,28 @@ def test_thin_inputs_are_drawn_at_random_not_the_first_three() -> None:
     assert len(pooled) > 20  # a fixed choice would pool the same three every epoch
 
 
+def test_thin_users_targets_weigh_what_their_holdout_split_would() -> None:
+    users = np.repeat(np.arange(40), np.arange(1, 41))
+    train = Csr.from_pairs(users, np.concatenate([np.arange(n) for n in range(1, 41)]), 40)
+    counts = np.arange(1, 41)
+
+    def target_weight_per_user(balance: bool) -> np.ndarray:
+        total = np.zeros(40)
+        for batch in user_batches(
+            train, np.ones(len(users), np.float32), 8, 0.5, np.random.default_rng(5),
+            torch.device("cpu"), thin=1.0, thin_balance=balance,
+        ):  # fmt: skip
+            user_of = batch.users.numpy()[batch.target_rows.numpy()]
+            np.add.at(total, user_of, batch.target_weights.numpy())
+        return total
+
+    heavy = counts > 3
+    balanced, plain = target_weight_per_user(True), target_weight_per_user(False)
+    np.testing.assert_allclose(balanced[heavy], 0.5 * counts[heavy], rtol=1e-5)
+    np.testing.assert_allclose(plain[heavy], counts[heavy] - 3)  # unbalanced: 1 per target
+    np.testing.assert_allclose(balanced[~heavy], plain[~heavy])  # the usual split is untouched
+
+
 def test_own_videos_are_never_negatives_full_or_sampled() -> None:
     # One user owns every video: nothing is left to be a negative, so the loss is exactly 0.
     model = TwoTower(1, 6, 4)

@@ -40,13 +40,17 @@ def user_batches(
     negatives: Csr | None = None,
     thin: float = 0.0,
     thin_inputs: int = 3,
+    thin_balance: bool = True,
 ) -> Iterator[UserBatch]:
     """One epoch of batches in a seeded random user order. `weights` is aligned with
     `train.indices`; `negatives` (per user, for bce) ride along with their users.
 
     `thin`: this share of the users with more than `thin_inputs` positives pool only
     `thin_inputs` of them (drawn at random) this epoch and predict all the others, as a new user
-    folded in from a few likes must be served; the rest split by `holdout`."""
+    folded in from a few likes must be served; the rest split by `holdout`. With `thin_balance`,
+    a thin user's targets are weighted holdout * n / (n - thin_inputs), so their weights total
+    what the user's holdout split would have (holdout * n): otherwise a heavy user's thin epoch
+    carries about twice the loss of a normal one and the few-likes task crowds out the rest."""
     n_users = len(train.indptr) - 1
     draw = rng.random(len(train.indices))
     is_target = draw < holdout
@@ -58,6 +62,11 @@ def user_batches(
         first = np.cumsum(counts[thin_users]) - counts[thin_users]
         rank = np.arange(len(positions)) - first[rows]  # 0, 1, ... within each user's block
         is_target[by_draw] = rank >= thin_inputs
+        if thin_balance:
+            n = counts[thin_users]
+            scale = np.ones(len(train.indices), np.float32)
+            scale[positions] = (holdout * n / (n - thin_inputs))[rows]
+            weights = weights * scale
     order = rng.permutation(n_users)
 
     def tensor(values: np.ndarray) -> torch.Tensor:

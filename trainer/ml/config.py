@@ -27,6 +27,7 @@ class TrainConfig:
     holdout: float = 0.5  # per epoch, share of a user's positives predicted from the rest
     thin_share: float = 0.5  # per epoch, share of users who pool only `thin_inputs` positives
     thin_inputs: int = 3  # as a new user folded in from three likes (README: defaults chosen)
+    thin_balance: bool = True  # a thin user's target weights total holdout * positives
     star_weighting: bool = False  # scale each positive's loss by stars / 5 (the brief's variant)
     item_bias: bool = True  # score = bias(video) + cosine; off: plain cosine
     history_pooling: bool = True  # user = mean of the user's train videos' vectors (+ ID)

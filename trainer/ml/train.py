@@ -131,6 +131,7 @@ def fit(
             negatives,
             cfg.thin_share,
             cfg.thin_inputs,
+            cfg.thin_balance,
         )
         bar = tqdm(
             batches,
