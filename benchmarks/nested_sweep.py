@@ -20,27 +20,37 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.quality import build_splits, nested_splits, split_cold, synth_csv, two_tower
-from trainer.ml.evaluate import evaluate
+from benchmarks.quality import (
+    build_splits,
+    judged,
+    nested_splits,
+    split_cold,
+    synth_csv,
+    two_tower,
+)
+from trainer.ml.data import Dataset
 
 FIGURES = ("recall@10", "ndcg@10", "cold recall@10")
 
 
-def scores(warm, cold, seed: int, overrides: dict) -> dict[str, float]:
+def scores(warm: Dataset, cold: Dataset, seed: int, overrides: dict) -> dict:
     fitted = two_tower(warm, seed, overrides)
-    figures = evaluate(fitted.warm, warm, (10,), intervals=False).metrics
-    cold_figures = evaluate(fitted.cold(cold.train), cold, (10,), intervals=False).metrics
-    return {**figures, "cold recall@10": cold_figures["recall@10"], "note": fitted.note}
+    return {**judged(fitted, warm, cold), "note": fitted.note}
 
 
-def compare(label: str, warm, cold, seed: int, variants: dict, change: dict) -> None:
+def compare(label: str, warm: Dataset, cold: Dataset, seed: int, variants: dict, change: dict):
     """Fit the default and each variant on one nested split; print them, record the changes."""
-    base = scores(warm, cold, seed, {})
-    for name, overrides in {"default": {}, **variants}.items():
-        got = base if name == "default" else scores(warm, cold, seed, overrides)
+
+    def show(name: str, got: dict) -> None:
         line = "  ".join(f"{f} {got[f]:.4f}" for f in FIGURES)
         print(f"{label} {name}: {line}  ({got['note']})", flush=True)
-        for f in FIGURES if name != "default" else ():
+
+    base = scores(warm, cold, seed, {})
+    show("default", base)
+    for name, overrides in variants.items():
+        got = scores(warm, cold, seed, overrides)
+        show(name, got)
+        for f in FIGURES:
             change[name][f].append(got[f] / max(base[f], 1e-12) - 1)
 
 

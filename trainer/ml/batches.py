@@ -64,9 +64,8 @@ def user_batches(
         is_target[by_draw] = rank >= thin_inputs
         if thin_balance:
             n = counts[thin_users]
-            scale = np.ones(len(train.indices), np.float32)
-            scale[positions] = (holdout * n / (n - thin_inputs))[rows]
-            weights = weights * scale
+            weights = weights.copy()  # the caller's array stays as given
+            weights[positions] *= (holdout * n / (n - thin_inputs))[rows]
     order = rng.permutation(n_users)
 
     def tensor(values: np.ndarray) -> torch.Tensor:
